@@ -1,0 +1,1 @@
+"""rrn: the command-line entry point that gathers rrn_core's and orchestration's commands."""

@@ -1,0 +1,3 @@
+from rrn.cli import main
+
+main()

@@ -1,0 +1,34 @@
+"""The `rrn` command: one Typer app gathering each area's commands.
+
+Each area owns its own CLI module (so their owners never edit one shared file);
+heavy imports (torch, ray, mlflow) stay inside the command bodies so `rrn --help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from orchestration import cli_jobs, cli_k8s, cli_space, cli_sweep
+from rrn_core import cli as core_cli
+from rrn_core.data import cli as data_cli
+
+app = typer.Typer(
+    name="rrn",
+    help="Semi-supervised semantic segmentation with Region Relevance Networks: "
+    "train, sweep on Ray, track in MLflow, deploy on Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+core_cli.register(app)
+app.add_typer(data_cli.app, name="data")
+app.add_typer(cli_space.app, name="space")
+cli_sweep.register(app)
+cli_jobs.register(app)
+app.add_typer(cli_k8s.app, name="k8s")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,24 @@
+"""Test-wide settings: Ray and MLflow stay out of $HOME and never phone home."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+_tmp_root = Path(os.environ.get("RRN_TEST_TMP") or tempfile.mkdtemp(prefix="rrn-test-"))
+os.environ.setdefault("RAY_TMPDIR", str(_tmp_root / "ray"))
+Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
