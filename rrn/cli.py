@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestration import cli_jobs, cli_k8s, cli_space, cli_sweep
+from orchestration import cli_jobs, cli_k8s, cli_report, cli_space, cli_sweep
 from rrn_core import cli as core_cli
 from rrn_core.data import cli as data_cli
 
@@ -26,6 +26,7 @@ core_cli.register(app)
 app.add_typer(data_cli.app, name="data")
 app.add_typer(cli_space.app, name="space")
 cli_sweep.register(app)
+cli_report.register(app)
 cli_jobs.register(app)
 app.add_typer(cli_k8s.app, name="k8s")
 
