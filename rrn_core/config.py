@@ -110,7 +110,7 @@ class MethodConfig(StrictModel):
     name: Literal["supervised", "cps", "fixmatch", "rrn"] = "rrn"
     w_cps: float = Field(1.0, ge=0.0)
     w_select: float = Field(1.0, ge=0.0)
-    w_drl: float = Field(1.0, ge=0.0)
+    w_drl: float = Field(1.0, ge=0.0, le=1.0)  # final share of the region-weighted CPS loss
     w_fm: float = Field(0.1, ge=0.0)
     tau_region: float = Field(0.6, ge=0.0, le=1.0)
     drl_rampup: float = Field(0.3, gt=0.0, le=1.0)

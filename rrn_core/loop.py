@@ -1,0 +1,359 @@
+"""The training loop: one flat function, the same on a laptop CPU and in a Ray worker.
+
+Counted in iterations (like UniMatch's loop), so label ratios with very different
+labeled-set sizes train for the same budget. Everything that could make a resumed
+run differ from an uninterrupted one (model, optimisers, scaler, RNGs, data stream
+position) goes into the checkpoint. Under torch.distributed (set up by the caller,
+e.g. Ray Train) branches and critics are DDP-wrapped and data is sharded; nothing
+here knows about Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from rrn_core.checkpoint import (capture_rng_state, checkpoint_exists, load_checkpoint,
+                                 restore_rng_state, save_checkpoint)
+from rrn_core.config import RunConfig
+from rrn_core.data.bundle import DataBundle, build_datasets
+from rrn_core.data.sampler import ResumableSampler
+from rrn_core.evaluate import EvalResult, evaluate
+from rrn_core.methods import Method, StepContext, build_method
+from rrn_core.methods.base import unwrap
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class TrainHooks:
+    """Observers of a run; orchestration subclasses this (Ray reports, MLflow runs)."""
+
+    def on_log(self, step: int, scalars: dict[str, float]) -> None:
+        pass
+
+    def on_evaluation(self, step: int, result: EvalResult, checkpoint_dir: str | None) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final: EvalResult | None
+    best_miou: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        import os
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo()
+
+
+def resolve_device(requested: str, info: DistInfo) -> torch.device:
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
+    return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+
+
+def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    """AMP only on CUDA: CPU autocast is slower than fp32 for these convs."""
+    if device.type != "cuda" or cfg.runtime.amp == "none":
+        return None
+    return torch.bfloat16 if cfg.runtime.amp == "bf16" else torch.float16
+
+
+def poly_lr(base: float, step: int, total: int, warmup: int, power: float) -> float:
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    return base * (1 - step / max(1, total)) ** power
+
+
+def build_optimizers(method: Method, cfg: RunConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """SGD for branches (backbone lr x1, head lr x head_lr_mult), Adam for critics."""
+    oc = cfg.optim
+    backbone, head = [], []
+    for branch in method.branches:
+        plain = unwrap(branch)
+        backbone += list(plain.backbone_parameters())
+        head += list(plain.head_parameters())
+    seg = torch.optim.SGD(
+        [{"params": backbone, "lr_mult": 1.0}, {"params": head, "lr_mult": oc.head_lr_mult}],
+        lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
+    disc = None
+    if len(method.discriminators):
+        dc = cfg.method.discriminator
+        disc = torch.optim.Adam(method.discriminators.parameters(), lr=dc.lr, betas=dc.betas)
+    return seg, disc
+
+
+def infinite_loader(dataset, batch_size: int, seed: int, stream: int, info: DistInfo,
+                    start_batches: int, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
+    sampler = ResumableSampler(len(dataset), seed, stream, info.rank, info.world_size,
+                               start=start_batches * batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        drop_last=True, pin_memory=torch.cuda.is_available(),
+                        persistent_workers=num_workers > 0,
+                        # Its own generator: creating the iterator must not draw from the
+                        # global RNG, or a resumed run's random stream would shift.
+                        generator=torch.Generator().manual_seed(seed + stream))
+    return iter(loader)
+
+
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def wrap_distributed(method: Method, cfg: RunConfig, device: torch.device, info: DistInfo) -> None:
+    """DDP per network: each is called (and back-propagated) on its own schedule."""
+    ids = [device.index] if device.type == "cuda" else None
+    for k, branch in enumerate(method.branches):
+        if cfg.model.sync_bn:
+            branch = nn.SyncBatchNorm.convert_sync_batchnorm(branch)
+        method.branches[k] = nn.parallel.DistributedDataParallel(branch, device_ids=ids)
+    for k, critic in enumerate(method.discriminators):
+        method.discriminators[k] = nn.parallel.DistributedDataParallel(critic, device_ids=ids)
+
+
+def model_state(method: Method) -> dict[str, Any]:
+    return {
+        "branches": [unwrap(b).state_dict() for b in method.branches],
+        "discriminators": [unwrap(d).state_dict() for d in method.discriminators],
+    }
+
+
+def load_model_state(method: Method, state: dict[str, Any]) -> None:
+    for branch, sd in zip(method.branches, state["branches"], strict=True):
+        unwrap(branch).load_state_dict(sd)
+    for critic, sd in zip(method.discriminators, state["discriminators"], strict=True):
+        unwrap(critic).load_state_dict(sd)
+
+
+def _resolve_resume(cfg: RunConfig, resume_from: str | None) -> str | None:
+    if resume_from:
+        url = resume_from.rstrip("/")
+        return url if url.endswith(".pt") else f"{url}/{CHECKPOINT_NAME}"
+    if cfg.runtime.resume:
+        url = f"{cfg.runtime.output_dir.rstrip('/')}/checkpoints/{CHECKPOINT_NAME}"
+        if checkpoint_exists(url, cfg.runtime.storage_options):
+            return url
+    return None
+
+
+def _mean_scalars(window: list[dict[str, torch.Tensor]], info: DistInfo) -> dict[str, float]:
+    """Average a logging window's scalars over steps (and ranks), ignoring NaNs."""
+    keys = sorted({k for s in window for k in s})
+    values = torch.tensor([[float(s[k]) if k in s else math.nan for k in keys] for s in window],
+                          dtype=torch.float64)
+    finite = ~torch.isnan(values)
+    sums = torch.where(finite, values, 0.0).sum(0)
+    counts = finite.sum(0).double()
+    if info.enabled:
+        stacked = torch.stack([sums, counts])
+        if dist.get_backend() == "nccl":
+            stacked = stacked.cuda()
+        dist.all_reduce(stacked)
+        sums, counts = stacked.cpu()
+    return {k: (s / c).item() for k, s, c in zip(keys, sums, counts) if c > 0}
+
+
+def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | None = None,
+          bundle: DataBundle | None = None) -> TrainResult:
+    hooks = hooks or TrainHooks()
+    info = dist_info()
+    device = resolve_device(cfg.runtime.device, info)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    rt, oc = cfg.runtime, cfg.optim
+    torch.manual_seed(rt.seed)
+
+    bundle = bundle or build_datasets(cfg.data, rt.seed)
+    num_classes = cfg.data.num_classes
+    method = build_method(cfg, num_classes).to(device)
+    if rt.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    seg_opt, disc_opt = build_optimizers(method, cfg)
+    dtype = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+    start = 0
+    best = -math.inf
+    resume_url = _resolve_resume(cfg, resume_from)
+    if resume_url:
+        state = load_checkpoint(resume_url, rt.storage_options)
+        load_model_state(method, state["model"])
+        seg_opt.load_state_dict(state["seg_opt"])
+        if disc_opt is not None:
+            disc_opt.load_state_dict(state["disc_opt"])
+        scaler.load_state_dict(state["scaler"])
+        start, best = state["step"], state.get("best_miou", -math.inf)
+        rng = state["rng"]
+        restore_rng_state(rng[info.rank] if isinstance(rng, list) else rng)
+    if info.enabled:
+        wrap_distributed(method, cfg, device, info)
+    method.train()
+
+    dc = cfg.data
+    labeled = infinite_loader(bundle.labeled, dc.batch_size, rt.seed, 0, info, start, dc.num_workers)
+    uses_unlabeled = method.uses_unlabeled
+    if uses_unlabeled and not bundle.unlabeled:
+        raise ValueError(f"method {cfg.method.name!r} needs unlabeled images, but the split has none "
+                         "(set data.label_ratio / data.label_count or data.unlabeled_split)")
+    if uses_unlabeled:
+        ub = dc.unlabeled_batch_size
+        unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, dc.num_workers)
+        unlabeled_b = infinite_loader(bundle.unlabeled, ub, rt.seed, 2, info, start, dc.num_workers)
+        steps_per_epoch = max(1, len(bundle.unlabeled) // (ub * info.world_size))
+    else:
+        steps_per_epoch = max(1, len(bundle.labeled) // (dc.batch_size * info.world_size))
+
+    val_loader = DataLoader(bundle.val, batch_size=1, shuffle=False, num_workers=0,
+                            generator=torch.Generator().manual_seed(rt.seed))
+    branches_for_eval = method.branches
+
+    progress = _progress(rt.progress and info.is_main, cfg, start)
+    window: list[dict[str, torch.Tensor]] = []
+    history: list[dict[str, float]] = []
+    final: EvalResult | None = None
+    step = start
+    try:
+        while step < oc.iters:
+            lr = poly_lr(oc.lr, step, oc.iters, oc.warmup_iters, oc.poly_power)
+            for group in seg_opt.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            batch = {"labeled": to_device(next(labeled), device, rt.channels_last)}
+            if uses_unlabeled:
+                batch["unlabeled_a"] = to_device(next(unlabeled_a), device, rt.channels_last)
+                batch["unlabeled_b"] = to_device(next(unlabeled_b), device, rt.channels_last)
+            ctx = StepContext(step=step, total_steps=oc.iters, epoch=step / steps_per_epoch)
+
+            tic = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = method(batch, ctx)
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(f"non-finite loss at step {step}: {out.loss.item()}")
+            seg_opt.zero_grad(set_to_none=True)
+            scaler.scale(out.loss).backward()
+            scaler.step(seg_opt)
+            if out.disc_loss is not None and disc_opt is not None:
+                # The critics' grads from the segmentation pass are discarded here.
+                disc_opt.zero_grad(set_to_none=True)
+                scaler.scale(out.disc_loss).backward()
+                scaler.step(disc_opt)
+            scaler.update()
+            step += 1
+
+            scalars = {k: v.detach().float() for k, v in out.scalars.items()}
+            scalars["loss"] = out.loss.detach().float()
+            scalars["lr"] = torch.tensor(lr)
+            scalars["iter_time"] = torch.tensor(time.perf_counter() - tic)
+            window.append(scalars)
+            if step % rt.log_every == 0 or step == oc.iters:
+                means = {f"train/{k}": v for k, v in _mean_scalars(window, info).items()}
+                window.clear()
+                hooks.on_log(step, means)
+                history.append({"step": step, **means})
+                progress.update(step, means)
+
+            if step % cfg.eval.every == 0 or step == oc.iters:
+                final = evaluate(list(branches_for_eval), val_loader, num_classes, bundle.class_names,
+                                 cfg.eval, device, dtype)
+                best = max(best, final.miou)
+                ckpt_dir = _save(cfg, method, seg_opt, disc_opt, scaler, step, best, info)
+                hooks.on_evaluation(step, final, ckpt_dir)
+                progress.update(step, {"val/mIoU": final.miou})
+                if hooks.should_stop():
+                    break
+    finally:
+        progress.close()
+    return TrainResult(steps=step, final=final, best_miou=best, history=history)
+
+
+def _save(cfg: RunConfig, method: Method, seg_opt, disc_opt, scaler, step: int, best: float,
+          info: DistInfo) -> str:
+    """Rank 0 writes; every rank contributes its RNG state so a resumed DDP run matches."""
+    rng = capture_rng_state()
+    if info.enabled:
+        gathered: list[Any] = [None] * info.world_size
+        dist.all_gather_object(gathered, rng)
+        rng = gathered
+    ckpt_dir = f"{cfg.runtime.output_dir.rstrip('/')}/checkpoints"
+    if info.is_main:
+        state = {
+            "step": step,
+            "best_miou": best,
+            "model": model_state(method),
+            "seg_opt": seg_opt.state_dict(),
+            "disc_opt": disc_opt.state_dict() if disc_opt is not None else None,
+            "scaler": scaler.state_dict(),
+            "rng": rng,
+            "config": cfg.model_dump(mode="json"),
+        }
+        save_checkpoint(state, f"{ckpt_dir}/{CHECKPOINT_NAME}", cfg.runtime.storage_options)
+    if info.enabled:
+        dist.barrier()
+    return ckpt_dir
+
+
+class _progress:
+    """A rich progress bar on rank 0 (a no-op elsewhere or when disabled)."""
+
+    def __init__(self, enabled: bool, cfg: RunConfig, start: int) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        self.task = self.bar.add_task(f"{cfg.method.name}", total=cfg.optim.iters, completed=start, info="")
+        self.info: dict[str, float] = {}
+        self.bar.start()
+
+    def update(self, step: int, values: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        for key in ("train/loss", "val/mIoU"):
+            if key in values:
+                self.info[key] = values[key]
+        text = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in self.info.items())
+        self.bar.update(self.task, completed=step, info=text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,61 @@
+"""Cross pseudo supervision (Chen et al. 2021): steps 1-3 of the RRN design note.
+
+Two differently initialised branches label the CutMix-ed unlabeled batch for each
+other. RRN builds on exactly this step, so it reuses `cps_terms`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput, cutmix,
+                                   mixed_pseudo_labels, pseudo_label_accuracy, split_logits)
+from rrn_core.methods.losses import ce_loss, cps_loss
+
+
+@dataclass
+class CPSTerms:
+    """Everything one CPS forward produces that RRN's extra terms read."""
+
+    sup: Tensor
+    cps: Tensor
+    logits_mixed: list[Tensor]     # per branch, with gradient: f_k(u_m)
+    pseudo: list[Tensor]           # per branch: argmax of the mixed no-grad prediction
+    ignore_mixed: Tensor
+    gt_mixed: Tensor
+    image_mixed: Tensor
+    scalars: dict[str, Tensor]
+
+
+def cps_terms(method: Method, batch: Batch) -> CPSTerms:
+    labeled, ua, ub = batch["labeled"], batch["unlabeled_a"], batch["unlabeled_b"]
+    x_l, y_l = labeled["image"], labeled["mask"]
+    box = ua["cutmix_box"]
+    u_m = cutmix(ua["image_weak"], ub["image_weak"], box)
+    ignore_m = cutmix(ua["ignore"], ub["ignore"], box)
+    gt_m = cutmix(ua["mask"], ub["mask"], box)
+
+    pseudo = []
+    for branch in method.branches:
+        _, _, labels = mixed_pseudo_labels(branch, ua["image_weak"], ub["image_weak"], box, ignore_m)
+        pseudo.append(labels)
+
+    sup = x_l.new_zeros(())
+    logits_mixed = []
+    for branch in method.branches:
+        logits_l, logits_m = split_logits(branch(torch.cat([x_l, u_m])), x_l.shape[0])
+        sup = sup + ce_loss(logits_l, y_l)
+        logits_mixed.append(logits_m)
+    cps = cps_loss(logits_mixed[0], logits_mixed[1], pseudo[0], pseudo[1])
+    scalars = {"loss_sup": sup.detach(), "loss_cps": cps.detach(),
+               "pseudo_acc": pseudo_label_accuracy(pseudo[0], gt_m)}
+    return CPSTerms(sup, cps, logits_mixed, pseudo, ignore_m, gt_m, u_m, scalars)
+
+
+class CPS(Method):
+    def forward(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        t = cps_terms(self, batch)
+        return StepOutput(loss=t.sup + self.mcfg.w_cps * t.cps, scalars=t.scalars)

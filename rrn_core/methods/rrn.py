@@ -1,0 +1,132 @@
+"""Region Relevance Network: CPS plus region-level critics (design note steps 1-9).
+
+On top of cross pseudo supervision, each branch k has a region discriminator D_k that
+scores an R x R grid of its prediction. Regions the critic trusts feed a local
+selection loss against the branch's own pseudo-label; regions both critics trust feed
+a second (cross-check) term; and the cross-supervision loss is re-weighted per region
+by how much the two branches agree and how much both critics trust it (dynamic
+region-loss correction). The discriminators learn to tell one-hot ground truth from
+predictions, and feature matching pulls predictions towards ground-truth statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from rrn_core.config import IGNORE_INDEX
+from rrn_core.data.transforms import denormalize
+from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput,
+                                   pseudo_label_accuracy, softmax, unwrap)
+from rrn_core.methods.cps import cps_terms
+from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss,
+                                     feature_matching_loss, linear_rampup,
+                                     local_selection_loss, one_hot, per_region_ce,
+                                     region_agreement, region_keep_mask, region_reliability)
+
+
+@contextmanager
+def frozen(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Let gradients flow *through* the critics to the branches, not *into* them."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def evaluating(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Score regions without Dropout2d noise: keep/drop decisions should be stable."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+class RRN(Method):
+    def forward(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        mc = self.mcfg
+        dc = mc.discriminator
+        t = cps_terms(self, batch)
+        x_l, y_l = batch["labeled"]["image"], batch["labeled"]["mask"]
+        num_classes = t.logits_mixed[0].shape[1]
+        size = tuple(y_l.shape[-2:])
+        image_l = denormalize(x_l) if dc.with_image else None
+        image_m = denormalize(t.image_mixed) if dc.with_image else None
+        probs = [softmax(logits) for logits in t.logits_mixed]
+        critics = [unwrap(d) for d in self.discriminators]
+        valid = t.ignore_mixed != IGNORE_INDEX
+
+        # Region scores s_r(D_j) of branch k's prediction: decisions, so no gradient.
+        with torch.no_grad(), evaluating(critics):
+            own = [torch.sigmoid(critics[k](probs[k].detach(), image_m)[0].float())[:, 0] for k in (0, 1)]
+            other = [torch.sigmoid(critics[1 - k](probs[k].detach(), image_m)[0].float())[:, 0] for k in (0, 1)]
+        keep = [region_keep_mask(own[k].unsqueeze(1), mc.tau_region, size) for k in (0, 1)]
+
+        scalars = dict(t.scalars)
+        scalars["regions_kept"] = torch.stack([(s > mc.tau_region).float().mean() for s in own]).mean()
+        scalars["pseudo_acc_kept"] = pseudo_label_accuracy(t.pseudo[0], t.gt_mixed, keep[0])
+
+        # Step 6: per-region reliability w_r = a_r * s_r(D1) * s_r(D2).
+        preds = [logits.detach().argmax(1) for logits in t.logits_mixed]
+        agreement = region_agreement(preds[0], preds[1], valid, dc.regions_per_side)
+        weights = region_reliability(agreement, own[0], own[1])
+        scalars["region_weight"] = weights.mean()
+        scalars["region_agreement"] = agreement.mean()
+
+        self_training = ctx.epoch >= mc.warmup_epochs
+        cps = t.cps
+        loss = t.sup
+        if self_training:
+            if mc.drl:
+                region_losses = (per_region_ce(t.logits_mixed[0], t.pseudo[1], dc.regions_per_side)
+                                 + per_region_ce(t.logits_mixed[1], t.pseudo[0], dc.regions_per_side))
+                ramp = min(1.0, mc.w_drl * linear_rampup(ctx.progress, mc.drl_rampup))
+                cps = dynamic_region_loss(region_losses, weights, ramp)
+                scalars["loss_drl"] = cps.detach()
+                scalars["drl_ramp"] = torch.tensor(ramp)
+            select = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], keep[k]) for k in (0, 1))
+            scalars["loss_select"] = select.detach()
+            loss = loss + mc.w_select * select
+            if mc.cross_check:
+                both = [keep[k] & region_keep_mask(other[k].unsqueeze(1), mc.tau_region, size) for k in (0, 1)]
+                cross = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], both[k]) for k in (0, 1))
+                scalars["loss_cross"] = cross.detach()
+                loss = loss + mc.w_select * cross
+        loss = loss + mc.w_cps * cps
+
+        # Step 7: feature matching through frozen critics.
+        real = one_hot(y_l, num_classes)
+        if mc.feature_matching and mc.w_fm > 0:
+            with frozen(critics):
+                fm = x_l.new_zeros(())
+                for k in (0, 1):
+                    with torch.no_grad():
+                        feat_real = critics[k](real, image_l)[1]
+                    fm = fm + feature_matching_loss(feat_real, critics[k](probs[k], image_m)[1])
+            scalars["loss_fm"] = fm.detach()
+            loss = loss + mc.w_fm * fm
+
+        # Step 9: the critics' own objective, on detached predictions; one forward
+        # per critic (real and fake concatenated) so a DDP-wrapped critic is happy.
+        disc_loss = x_l.new_zeros(())
+        n_real = real.shape[0]
+        for k, critic in enumerate(self.discriminators):
+            inputs = torch.cat([real, probs[k].detach()])
+            images = torch.cat([image_l, image_m]) if dc.with_image else None
+            logits = critic(inputs, images)[0]
+            disc_loss = disc_loss + discriminator_bce(logits[:n_real], logits[n_real:])
+        scalars["loss_disc"] = disc_loss.detach()
+        return StepOutput(loss=loss, disc_loss=disc_loss, scalars=scalars)
