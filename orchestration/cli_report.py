@@ -1,6 +1,256 @@
-"""Placeholder: replaced by the module's owner."""
+"""`rrn report` (a sweep's table and plot) and `rrn ui` (the MLflow UI on the same store).
+
+Heavy imports (mlflow, pandas, matplotlib) stay inside the commands so `rrn --help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+TrackingOpt = Annotated[str | None, typer.Option(
+    "--tracking-uri", help="MLflow store: sqlite:///path.db, a *.db path or http(s)://server. "
+    "Default: $RRN_TRACKING_URI, else $MLFLOW_TRACKING_URI, else sqlite:///$RRN_HOME/mlflow.db.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _env_tracking_uri() -> str | None:
+    """The store sweeps use when no space file names one (same order as ResolvedSpace)."""
+    from orchestration.space import ENV_TRACKING_URI
+
+    return os.environ.get(ENV_TRACKING_URI) or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def _store_uri(tracking_uri: str | None) -> str:
+    """Resolve the store without creating an empty database as a side effect of reading."""
+    from orchestration.tracking import resolve_tracking_uri, sqlite_path
+
+    if tracking_uri is None:
+        from orchestration.storage import default_tracking_uri
+
+        tracking_uri = _env_tracking_uri() or default_tracking_uri()
+    db = sqlite_path(tracking_uri) if "://" in tracking_uri else (
+        Path(tracking_uri) if tracking_uri.endswith(".db") else None)
+    if db is not None:
+        db = db.expanduser().resolve()
+        if not db.is_file():
+            raise _fail(f"no MLflow store at {db} (run a sweep first, or pass --tracking-uri)")
+    elif tracking_uri.startswith(("http://", "https://")):
+        # MLflow's client retries a dead server for minutes; say so at once instead
+        if not wait_http_ok(tracking_uri.rstrip("/") + "/health", 5):
+            raise _fail(f"no MLflow tracking server answers at {tracking_uri}")
+    try:
+        return resolve_tracking_uri(tracking_uri)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _summary_table(df: Any, title: str):  # -> rich.table.Table
+    from rich.table import Table
+
+    params: list[str] = df.attrs.get("params", [])
+    use_count = df["label_ratio"].isna().all() and df["label_count"].notna().any()
+    table = Table(title=title)
+    table.add_column("trial")
+    table.add_column("method")
+    table.add_column("labels" if use_count else "ratio", justify="right")
+    table.add_column("seed", justify="right")
+    table.add_column("params")
+    table.add_column("mIoU best", justify="right")
+    table.add_column("mIoU final", justify="right")
+    table.add_column("status")
+    for _, row in df.iterrows():
+        amount = row["label_count"] if use_count else row["label_ratio"]
+        seed = row["seed"]
+        table.add_row(
+            str(row["trial_id"]), str(row["method"]),
+            _fmt(int(amount) if use_count and not math.isnan(amount) else amount),
+            _fmt(int(seed) if not math.isnan(seed) else seed),
+            ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(row[k])}" for k in params),
+            _fmt(row["miou_best"]), _fmt(row["miou_final"]), str(row["status"]))
+    return table
+
+
+def report(
+    sweep: Annotated[str, typer.Argument(help="Sweep name (the `name:` of its space file).")],
+    tracking_uri: TrackingOpt = None,
+    experiment: Annotated[str, typer.Option("--experiment", "-e",
+                                            help="MLflow experiment of the sweep.")] = "rrn",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder for summary.csv and label_efficiency.png. "
+        "Default: $RRN_HOME/reports/<sweep>/.")] = None,
+) -> None:
+    """Show a sweep's trials (method, ratio, seed, params, mIoU); write its CSV and plot."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from rich.console import Console
+
+    from orchestration.report import (
+        SweepNotFound,
+        find_sweep_run,
+        label_efficiency_plot,
+        summarize_run,
+    )
+    from orchestration.storage import redact_text, rrn_home
+
+    uri = _store_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        parent = find_sweep_run(client, experiment, sweep)
+        df = summarize_run(client, parent)
+    except SweepNotFound as err:
+        raise _fail(str(err)) from None
+    except MlflowException as err:
+        raise _fail(f"cannot read {redact_text(uri)}: {err.message}") from None
+    if out is None:
+        out = rrn_home() / "reports" / sweep
+    csv_path, png_path = out / "summary.csv", out / "label_efficiency.png"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(csv_path, index=False)
+        label_efficiency_plot(df, png_path)
+    except OSError as err:
+        raise _fail(f"cannot write the report to {out}: {err}") from None
+
+    console = Console()
+    title = f"sweep {sweep} ({len(df)} trials, run {parent.info.run_id}, {parent.info.status})"
+    if df.empty:
+        console.print(f"{title}: no trials logged yet")
+    else:
+        console.print(_summary_table(df, title))
+    console.print(f"table: {csv_path}", soft_wrap=True)  # whole paths, to copy and paste
+    console.print(f"plot:  {png_path}", soft_wrap=True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> bool:
+    """Poll `url` until it answers 200; False on timeout or when `proc` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def ui_command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """The `mlflow server` command line serving store `uri` and its artifacts."""
+    from orchestration.tracking import local_artifact_root
+
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", host, "--port", str(port), "--workers", str(workers)]
+    root = local_artifact_root(uri)
+    if root is not None:
+        # Runs logged by sweeps point at this folder directly (the server reads it);
+        # experiments created from the UI get proxied artifacts stored in it as well.
+        root.mkdir(parents=True, exist_ok=True)
+        cmd += ["--artifacts-destination", str(root.resolve())]
+    return cmd
+
+
+def ui(
+    tracking_uri: TrackingOpt = None,
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = 5000,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes "
+                                      "the UI to the network.")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+) -> None:
+    """Start the MLflow UI on the project's tracking store (Ctrl-C stops it)."""
+    tracking_uri = tracking_uri or _env_tracking_uri()
+    if tracking_uri is not None and tracking_uri.startswith(("http://", "https://")):
+        typer.echo(f"{tracking_uri} is a tracking server already: open it in a browser.")
+        return
+    uri = _store_uri(tracking_uri) if tracking_uri is not None else _default_store_uri()
+    if not _port_free(host, port):
+        raise _fail(f"port {port} on {host} is in use (pick another with --port)")
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    cmd = ui_command(uri, host, port, workers)
+    typer.echo(f"starting the MLflow UI for {uri} ...")
+    # Own process group: mlflow spawns uvicorn workers, and stopping us must stop them all.
+    proc = subprocess.Popen(cmd, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+                            start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        if wait_http_ok(url + "/health", 120, proc):
+            typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop_process_group(proc)
+    if code != 0:
+        raise _fail(f"mlflow server exited with code {code}")
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_process_group(proc: subprocess.Popen, timeout_s: float = 10) -> None:
+    """SIGTERM the process group `proc` leads, SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # stray workers of an exited leader
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _default_store_uri() -> str:
+    """The default store for the UI; an empty one is fine (it shows no runs yet)."""
+    from orchestration.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(None)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("report")(report)
+    app.command("ui")(ui)

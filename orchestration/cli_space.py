@@ -1,10 +1,74 @@
-"""Placeholder: replaced by the module's owner."""
+"""`rrn space validate | list`: check search-space files before anything runs.
+
+Validation is cheap and complete (see orchestration/space.py), so users run it
+while editing a sweep; the same check guards `rrn sweep` and `rrn submit`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(
+    help="Search-space files (search_spaces/*.yaml): validate and list them.",
+    no_args_is_help=True,
+)
+out = Console(soft_wrap=True)          # soft wrap: long URIs and paths stay greppable in job logs
+err = Console(stderr=True, soft_wrap=True)
 
 
-@app.command("todo")
-def _todo() -> None:
-    """Not implemented yet."""
-    raise typer.Exit(1)
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command("validate")
+def validate_command(
+    space_file: Annotated[Path, typer.Argument(help="Search-space YAML, e.g. search_spaces/demo.yaml.")],
+) -> None:
+    """Validate a search space and print it resolved: grid points, searched
+    distributions, fixed values, trial count, tracking and storage targets."""
+    from orchestration.space import SpaceError, load_space
+
+    try:
+        resolved = load_space(space_file)
+    except SpaceError as e:
+        _fail(str(e))
+    out.print(resolved.describe(), markup=False, highlight=True)
+    out.print(f"[bold green]OK[/] {escape(str(space_file))}: {resolved.trial_count} trial(s)")
+
+
+@app.command("list")
+def list_command(
+    directory: Annotated[Path, typer.Argument(help="Folder of search-space files.")] = Path("search_spaces"),
+) -> None:
+    """List the search spaces in a folder with their trial counts (or their error)."""
+    from orchestration.space import SpaceError, load_space
+
+    files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+    if not files:
+        _fail(f"{directory}: no *.yaml search-space files found")
+    width = max(len(p.name) for p in files)
+    table = Table(Column("file", min_width=width), Column("name", overflow="fold"),
+                  "trials", "grid points", "searched", "status")
+    broken = 0
+    for path in files:
+        try:
+            r = load_space(path)
+        except SpaceError as e:
+            broken += 1
+            first = str(e).splitlines()
+            reason = first[1].strip() if len(first) > 1 else first[0]
+            table.add_row(escape(path.name), "-", "-", "-", "-", "[red]" + escape(reason))
+            continue
+        table.add_row(escape(path.name), r.space.name, str(r.trial_count), str(len(r.grid_points())),
+                      f"{len(r.space.search)} param(s)", "[green]ok")
+    out.print(f"search spaces in {escape(str(directory))}:")
+    out.print(table)
+    if broken:
+        raise typer.Exit(2)

@@ -1,0 +1,322 @@
+"""Submit a sweep to a Ray cluster as a Ray Job, then follow, inspect or stop it.
+
+The job id is derived from what is being run (space file, base config, git
+commit), so submitting the same thing twice finds the first job instead of
+starting a duplicate sweep that would race it for the same Ray run name and
+MLflow parent run. Credentials travel only from the user's environment into the
+job's environment and never into anything this module prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from orchestration import storage
+from orchestration.gitinfo import git_state
+from orchestration.space import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, ResolvedSpace, load_space
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+
+#: Never uploaded: environments, VCS data, local results and caches (anchored at the
+#: repository root, so rrn_core/data/ is kept). Ray also honours .gitignore.
+EXCLUDES = ["/.venv/", "/.git/", "/rrn-home/", "/runs/", "/data/", "/mlruns/", "/mlflow.db",
+            "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/"]
+
+#: Forwarded from the submitting shell when set (and --forward-credentials).
+FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_DEFAULT_REGION", "AWS_REGION")
+
+#: RRN_HOME on the cluster unless --env RRN_HOME=... says otherwise (expanded there).
+CLUSTER_HOME = "~/rrn-home"
+
+#: Telemetry off on the cluster too: the project never phones home.
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class JobsError(RuntimeError):
+    """A submission or job query that cannot proceed; the message says why."""
+
+
+# --------------------------------------------------------------------------- client
+
+
+def resolve_address(address: str | None = None) -> str:
+    """--address, else RAY_ADDRESS, else the local dashboard."""
+    return address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
+
+
+def auth_headers() -> dict[str, str] | None:
+    """Bearer header for clusters with Ray token auth (RAY_AUTH_TOKEN)."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
+@contextmanager
+def _address_env_hidden() -> Iterator[None]:
+    """Ray's client lets RAY_ADDRESS override an explicit address; we want the
+    explicit --address to win, so hide those variables while connecting."""
+    names = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+    saved = {n: os.environ.pop(n) for n in names if n in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def connect(address: str | None = None) -> JobSubmissionClient:
+    """A JobSubmissionClient for the cluster (its dashboard URL, e.g. http://head:8265)."""
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    url = resolve_address(address)
+    try:
+        with _address_env_hidden():
+            return JobSubmissionClient(url, headers=auth_headers())
+    except AuthenticationError:
+        hint = "RAY_AUTH_TOKEN was rejected" if os.environ.get("RAY_AUTH_TOKEN") else "set RAY_AUTH_TOKEN"
+        raise JobsError(f"the Ray dashboard at {url} requires token authentication: {hint}") from None
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise JobsError(f"cannot reach the Ray dashboard at {url}: {err}") from None
+
+
+# --------------------------------------------------------------------------- request
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything `JobSubmissionClient.submit_job` receives, built before any I/O."""
+
+    entrypoint: str
+    submission_id: str
+    runtime_env: dict[str, Any]
+    metadata: dict[str, str]
+    entrypoint_num_cpus: float = 1
+    space: ResolvedSpace | None = field(default=None, compare=False, repr=False)
+
+    def printable_env(self) -> dict[str, str]:
+        """The job's environment variables with secrets masked, for display."""
+        return storage.redact(self.runtime_env.get("env_vars", {}))
+
+
+def project_root() -> Path:
+    """The repository holding this code: what a job uploads as its working_dir."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd().resolve()
+
+
+def parse_env(pairs: list[str] | None) -> dict[str, str]:
+    """`KEY=VAL` strings (from --env) to a dict; a malformed one names itself."""
+    env: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not _ENV_NAME.match(key):
+            raise JobsError(f"--env {pair!r}: expected KEY=VALUE with KEY a variable name")
+        env[key] = value
+    return env
+
+
+def content_digest(resolved: ResolvedSpace, commit: str | None) -> str:
+    """sha256 over the space file, its base config and the git commit."""
+    h = hashlib.sha256()
+    h.update(resolved.path.read_bytes())
+    base = resolved.base_path.read_bytes() if resolved.base_path else yaml.safe_dump(resolved.base).encode()
+    h.update(b"\0" + base + b"\0" + (commit or "no-git").encode())
+    return h.hexdigest()
+
+
+def submission_id(resolved: ResolvedSpace, commit: str | None) -> str:
+    """rrn-<space name>-<10 hex>: the same space, base config and commit give the same id."""
+    return f"rrn-{resolved.space.name}-{content_digest(resolved, commit)[:10]}"
+
+
+def _inside(path: Path, root: Path, what: str) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise JobsError(f"{path}: the {what} must be inside the uploaded working directory {root} "
+                        "(or pass --working-dir)") from None
+
+
+def build_request(
+    space_path: str | Path,
+    *,
+    working_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    storage_path: str | None = None,
+    endpoint_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    forward_credentials: bool = True,
+    command: str = "sweep",
+    entrypoint_num_cpus: float = 1,
+    commit: str | None = None,
+    dirty: bool | None = None,
+) -> JobRequest:
+    """Validate the space locally and describe the job that would run it.
+
+    Raises SpaceError for a bad space and JobsError for a bad request, before any
+    network call. `command` is "sweep" (the real job) or "validate" (a quick job
+    that proves the plumbing: upload, imports, environment). `commit`/`dirty`
+    default to the working directory's git state.
+    """
+    if command not in ("sweep", "validate"):
+        raise JobsError(f"unknown entrypoint command {command!r}: use sweep or validate")
+    root = Path(working_dir).resolve() if working_dir else project_root()
+    if not root.is_dir():
+        raise JobsError(f"--working-dir {root}: not a directory")
+    resolved = load_space(space_path)
+    rel = _inside(Path(space_path), root, "space file")
+    if resolved.base_path is not None:
+        _inside(resolved.base_path, root, "base config")
+    if commit is None and dirty is None:
+        state = git_state(root)
+        commit, dirty = state.commit, state.dirty
+
+    # The uploaded working_dir is a temporary copy: a relative RRN_HOME inside it
+    # would vanish with the job, and a resubmitted sweep could not resume.
+    env_vars: dict[str, str] = {**QUIET_ENV, "RRN_HOME": CLUSTER_HOME}
+    if tracking_uri:
+        env_vars[ENV_TRACKING_URI] = env_vars["MLFLOW_TRACKING_URI"] = tracking_uri
+    if storage_path:
+        env_vars[ENV_STORAGE_PATH] = storage_path
+    if endpoint_url:
+        env_vars[ENV_STORAGE_ENDPOINT] = endpoint_url
+    s3_endpoint = endpoint_url or resolved.space.storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if s3_endpoint:
+        env_vars["AWS_ENDPOINT_URL"] = env_vars["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint
+    if forward_credentials:
+        env_vars.update({n: os.environ[n] for n in FORWARDED_ENV if os.environ.get(n)})
+    env_vars.update(env or {})
+
+    program = ["rrn", "sweep", rel] if command == "sweep" else ["rrn", "space", "validate", rel]
+    return JobRequest(
+        entrypoint=shlex.join(program),
+        submission_id=submission_id(resolved, commit),
+        runtime_env={"working_dir": str(root), "excludes": list(EXCLUDES), "env_vars": env_vars},
+        metadata={"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower(),
+                  "space": resolved.space.name, "space_file": rel, "submitted_by": "rrn"},
+        entrypoint_num_cpus=entrypoint_num_cpus,
+        space=resolved,
+    )
+
+
+# --------------------------------------------------------------------------- submit
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    submission_id: str
+    status: str            # JobStatus value: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
+    submitted: bool        # False: an existing job with this id was found and reported
+    message: str
+
+
+def _runs_of(jobs: Mapping[str, JobDetails], base_id: str) -> list[str]:
+    """base_id, base_id-2, base_id-3 ... as far as they exist on the cluster."""
+    runs, n = [], 1
+    while True:
+        candidate = base_id if n == 1 else f"{base_id}-{n}"
+        if candidate not in jobs:
+            return runs
+        runs.append(candidate)
+        n += 1
+
+
+def _jobs_by_id(client: JobSubmissionClient) -> dict[str, JobDetails]:
+    return {j.submission_id: j for j in client.list_jobs() if j.submission_id}
+
+
+def submit(client: JobSubmissionClient, request: JobRequest, resubmit: bool = False) -> SubmitOutcome:
+    """Submit unless this exact job exists; with `resubmit`, a finished one runs again
+    under `<id>-<n>`. A job still pending or running is never duplicated."""
+    jobs = _jobs_by_id(client)
+    runs = _runs_of(jobs, request.submission_id)
+    new_id = request.submission_id
+    if runs:
+        latest = jobs[runs[-1]]
+        if not latest.status.is_terminal():
+            return SubmitOutcome(runs[-1], str(latest.status), False,
+                                 f"job {runs[-1]} for this space and commit is already {latest.status}")
+        if not resubmit:
+            return SubmitOutcome(runs[-1], str(latest.status), False,
+                                 f"job {runs[-1]} for this space and commit already ran ({latest.status}); "
+                                 "pass --resubmit to run it again")
+        new_id = f"{request.submission_id}-{len(runs) + 1}"
+    try:
+        client.submit_job(entrypoint=request.entrypoint, submission_id=new_id,
+                          runtime_env=request.runtime_env, metadata=request.metadata,
+                          entrypoint_num_cpus=request.entrypoint_num_cpus)
+    except RuntimeError as err:
+        if "already" in str(err).lower():  # another submitter won the race: report its job
+            status = client.get_job_status(new_id)
+            return SubmitOutcome(new_id, str(status), False, f"job {new_id} was just submitted by someone else")
+        raise JobsError(f"submission of {new_id} failed: {storage.redact_text(str(err))}") from None
+    return SubmitOutcome(new_id, "PENDING", True, f"submitted {new_id}")
+
+
+# --------------------------------------------------------------------------- follow
+
+
+def job_info(client: JobSubmissionClient, sid: str) -> JobDetails:
+    """A job's details; JobsError naming the id when the cluster has no such job."""
+    try:
+        return client.get_job_info(sid)
+    except RuntimeError as err:
+        if "404" in str(err) or "does not exist" in str(err):
+            raise JobsError(f"no job {sid!r} on this cluster (see `rrn jobs list`)") from None
+        raise JobsError(f"cannot query job {sid}: {err}") from None
+
+
+def wait_for(client: JobSubmissionClient, sid: str, timeout: float | None = None,
+             poll: float = 1.0) -> JobStatus:
+    """Block until the job reaches a terminal status (or `timeout` seconds pass)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = job_info(client, sid).status
+        if status.is_terminal() or (deadline is not None and time.monotonic() >= deadline):
+            return status
+        time.sleep(poll)
+
+
+def follow_logs(client: JobSubmissionClient, sid: str, write: Callable[[str], Any]) -> JobStatus:
+    """Stream the job's output to `write` until it ends; return its final status."""
+    job_info(client, sid)  # a clear error for an unknown id before opening the stream
+
+    async def stream() -> None:
+        async for chunk in client.tail_job_logs(sid):
+            write(chunk)
+
+    asyncio.run(stream())
+    return wait_for(client, sid, timeout=60)
+
+
+def stop(client: JobSubmissionClient, sid: str) -> bool:
+    """Ask the job to stop; True when it was still running."""
+    job_info(client, sid)
+    return bool(client.stop_job(sid))
+
+
+def logs(client: JobSubmissionClient, sid: str) -> str:
+    job_info(client, sid)
+    return client.get_job_logs(sid)
+
+
+def list_jobs(client: JobSubmissionClient) -> list[JobDetails]:
+    """All jobs, newest first."""
+    return sorted(client.list_jobs(), key=lambda j: j.start_time or 0, reverse=True)

@@ -1,0 +1,617 @@
+"""The search-space file: what a sweep runs, checked completely before it starts.
+
+A sweep can hold hundreds of GPU-hours, so a typo found by trial 37 is expensive.
+`load_space` therefore builds a real `RunConfig` for every grid point with every
+searched parameter at its low and high end (and every choice), and reports any
+error naming the file and the field. Grid axes (label ratio, seed, method) are
+crossed, never searched: one Optuna study per grid point, so that all trials at
+one (ratio, seed) share a split and an optimiser never "tunes" the label budget.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestration import storage
+from rrn_core.config import RunConfig, set_dotted
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import optuna
+
+#: Axes that define *which* experiment runs; searching them would let the optimiser
+#: pick the label budget or the seed, so they may only appear in `grid` (or `fixed`).
+GRID_ONLY = ("data.label_ratio", "data.label_count", "data.split_seed", "runtime.seed", "method.name")
+
+#: Optuna samplers by the short names a space file uses.
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "gp": "GPSampler",
+    "qmc": "QMCSampler",
+    "nsgaii": "NSGAIISampler",
+    "nsgaiii": "NSGAIIISampler",
+    "bruteforce": "BruteForceSampler",
+}
+
+#: Environment overrides set by `rrn submit` (explicit flags beat the file).
+ENV_TRACKING_URI = "RRN_TRACKING_URI"
+ENV_STORAGE_PATH = "RRN_STORAGE_PATH"
+ENV_STORAGE_ENDPOINT = "RRN_STORAGE_ENDPOINT_URL"
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_MAX_REPORTED = 12
+
+
+class SpaceError(ValueError):
+    """A search space that cannot run; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+class Distribution(_Strict):
+    """One searched parameter. `int` may use `step` and `log`; `uniform` may use `step`."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: int | float | None = None
+    high: int | float | None = None
+    step: int | float | None = None
+    log: bool = False
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Distribution:
+        if self.type == "choice":
+            if self.values is None or len(self.values) == 0:
+                raise ValueError("choice needs a non-empty `values` list")
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("choice takes only `values` (no low/high/step/log)")
+            bad = [v for v in self.values if not _is_scalar(v)]
+            if bad:
+                raise ValueError(f"choice values must be scalars (str, number, bool, null), got {bad[0]!r}")
+            if len(set(map(repr, self.values))) != len(self.values):
+                raise ValueError("choice values must be distinct")
+            return self
+        if self.values is not None:
+            raise ValueError(f"{self.type} takes low/high, not `values`")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs both `low` and `high`")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform":
+            if self.low <= 0:
+                raise ValueError(f"loguniform needs low > 0 (got {self.low})")
+            if self.step is not None or self.log:
+                raise ValueError("loguniform takes no `step` or `log` (it is already log-scaled)")
+        if self.type == "uniform" and self.log:
+            raise ValueError("use `type: loguniform` instead of uniform with log: true")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be positive (got {self.step})")
+        if self.type == "int":
+            for name in ("low", "high", "step"):
+                value = getattr(self, name)
+                if value is not None and float(value) != int(value):
+                    raise ValueError(f"int needs an integer {name} (got {value})")
+            if self.log and self.low <= 0:
+                raise ValueError(f"int with log: true needs low > 0 (got {self.low})")
+            if self.log and self.step not in (None, 1):
+                raise ValueError("int with log: true cannot use a step other than 1")
+        return self
+
+    def ends(self) -> list[tuple[str, Any]]:
+        """Values a trial can take at the edges: checked against RunConfig up front."""
+        if self.type == "choice":
+            return [(f"choice {v!r}", v) for v in self.values or []]
+        cast = int if self.type == "int" else float
+        return [("low end", cast(self.low)), ("high end", cast(self.high))]
+
+    def describe(self) -> str:
+        if self.type == "choice":
+            return "choice " + ", ".join(repr(v) for v in self.values or [])
+        text = f"{self.type} [{self.low}, {self.high}]"
+        if self.step is not None:
+            text += f" step {self.step}"
+        if self.log:
+            text += " log"
+        return text
+
+
+class SearchAlgConfig(_Strict):
+    """Which Optuna sampler proposes trials; `options` go to its constructor."""
+
+    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc", "nsgaii", "nsgaiii", "bruteforce"] = "tpe"
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SchedulerConfig(_Strict):
+    """Early stopping, counted in evaluations (one Tune report per evaluation)."""
+
+    type: Literal["none", "asha"] = "none"
+    grace_period: int = Field(2, ge=1)
+    max_t: int = Field(10, ge=1)
+    reduction_factor: float = Field(2.0, gt=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchedulerConfig:
+        asha_fields = {"grace_period", "max_t", "reduction_factor"} & self.model_fields_set
+        if self.type == "none" and asha_fields:
+            raise ValueError(f"{', '.join(sorted(asha_fields))} only apply to type: asha")
+        if self.type == "asha" and self.grace_period >= self.max_t:
+            raise ValueError(f"grace_period ({self.grace_period}) must be below max_t ({self.max_t})")
+        return self
+
+
+class ScalingSpec(_Strict):
+    """Ray Train workers per trial (DDP ranks)."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> ScalingSpec:
+        for name, amount in (self.resources_per_worker or {}).items():
+            if amount < 0:
+                raise ValueError(f"resources_per_worker.{name} must be >= 0 (got {amount})")
+        return self
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = None
+    experiment: str = Field("rrn", min_length=1)
+
+
+class StorageSpec(_Strict):
+    path: str | None = None
+    endpoint_url: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoint_needs_s3(self) -> StorageSpec:
+        if self.endpoint_url and self.path and not storage.is_s3(self.path):
+            raise ValueError("endpoint_url only applies to an s3:// path")
+        return self
+
+
+class FailureSpec(_Strict):
+    max_failures: int = Field(2, ge=-1)
+
+
+class SweepSpace(_Strict):
+    """The file format, field by field (see search_spaces/*.yaml for examples)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64)
+    base_config: str | None = None
+    base: dict[str, Any] | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    search: dict[str, Distribution] = Field(default_factory=dict)
+    num_samples: int = Field(1, ge=1)
+    metric: str = Field("val/mIoU", min_length=1)
+    mode: Literal["max", "min"] = "max"
+    search_alg: SearchAlgConfig = Field(default_factory=SearchAlgConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    max_concurrent_trials: int = Field(1, ge=1)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+
+    @model_validator(mode="after")
+    def _one_base(self) -> SweepSpace:
+        if (self.base_config is None) == (self.base is None):
+            raise ValueError("give exactly one of base_config (a file) or base (an inline mapping)")
+        return self
+
+
+# --------------------------------------------------------------------------- resolved
+
+
+@dataclass
+class ResolvedSpace:
+    """A validated space plus its base config tree; expands into trial configs."""
+
+    path: Path
+    space: SweepSpace
+    base: dict[str, Any]
+    base_path: Path | None = None
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """The crossed grid in file order, the last axis varying fastest."""
+        keys = list(self.space.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*self.space.grid.values())]
+
+    @property
+    def trial_count(self) -> int:
+        return len(self.grid_points()) * self.space.num_samples
+
+    def overrides(self, grid_point: Mapping[str, Any], sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """Dotted overrides for one trial: fixed, then the grid point, then sampled values."""
+        unknown = [k for k in grid_point if k not in self.space.grid]
+        if unknown:
+            raise SpaceError(f"{self.path}: {unknown[0]} is not a grid axis of this space")
+        unknown = [k for k in sampled if k not in self.space.search]
+        if unknown:
+            raise SpaceError(f"{self.path}: {unknown[0]} is not a searched parameter of this space")
+        return {**self.space.fixed, **grid_point, **sampled}
+
+    def trial_config(self, grid_point: Mapping[str, Any], sampled: Mapping[str, Any]) -> RunConfig:
+        """The RunConfig of one trial: base + fixed + grid point + sampled values.
+
+        Searched keys missing from `sampled` keep their base/fixed value.
+        """
+        overrides = self.overrides(grid_point, sampled)
+        errors = _build_errors(self, overrides, {"search": dict(sampled), "grid": dict(grid_point)})
+        if errors:
+            raise SpaceError(f"{self.path}: trial config is invalid\n" + "\n".join(f"  {e}" for e in errors))
+        return _build(self.base, overrides)
+
+    def point_label(self, grid_point: Mapping[str, Any]) -> str:
+        """A short stable label of a grid point, for study names, tags and tables."""
+        return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in grid_point.items()) or "all"
+
+    @property
+    def tracking_uri(self) -> str:
+        """RRN_TRACKING_URI (set by `rrn submit --tracking-uri`), else the file's
+        tracking.uri, else MLFLOW_TRACKING_URI, else the sqlite store in RRN_HOME."""
+        return (os.environ.get(ENV_TRACKING_URI) or self.space.tracking.uri
+                or os.environ.get("MLFLOW_TRACKING_URI") or storage.default_tracking_uri())
+
+    @property
+    def storage_path(self) -> str:
+        """RRN_STORAGE_PATH, else the file's storage.path, else RRN_HOME/results (absolute)."""
+        path = os.environ.get(ENV_STORAGE_PATH) or self.space.storage.path
+        if not path:
+            return storage.default_storage_path()
+        return path if storage.is_remote(path) else str(Path(path).expanduser().resolve())
+
+    @property
+    def storage_endpoint_url(self) -> str | None:
+        """RRN_STORAGE_ENDPOINT_URL, else the file's storage.endpoint_url, else AWS_ENDPOINT_URL."""
+        return (os.environ.get(ENV_STORAGE_ENDPOINT) or self.space.storage.endpoint_url
+                or os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    def describe(self) -> str:
+        """The resolved space as text: what `rrn space validate` prints."""
+        s = self.space
+        points = self.grid_points()
+        lines = [
+            f"space      {s.name}   ({self.path})",
+            f"base       {self.base_path if self.base_path else '(inline mapping)'}",
+            f"trials     {self.trial_count} = {len(points)} grid point(s) x {s.num_samples} sample(s)",
+            f"metric     {s.metric} ({s.mode})",
+            f"sampler    {s.search_alg.sampler} (seed {s.search_alg.seed})"
+            + (f" {s.search_alg.options}" if s.search_alg.options else ""),
+            "scheduler  " + ("none" if s.scheduler.type == "none" else
+                             f"asha grace_period={s.scheduler.grace_period} max_t={s.scheduler.max_t} "
+                             f"reduction_factor={s.scheduler.reduction_factor} (in evaluations)"),
+            f"scaling    {s.scaling.num_workers} worker(s) per trial, "
+            f"{'GPU' if s.scaling.use_gpu else 'CPU'}, resources/worker "
+            f"{s.scaling.resources_per_worker or 'default'}; "
+            f"{s.max_concurrent_trials} concurrent trial(s); max_failures {s.failure.max_failures}",
+            f"tracking   {storage.redact_text(self.tracking_uri)}  experiment {s.tracking.experiment}",
+            f"storage    {self.storage_path}"
+            + (f"  endpoint {self.storage_endpoint_url}" if self.storage_endpoint_url else ""),
+        ]
+        lines.append("fixed:" if s.fixed else "fixed:     (none)")
+        lines += [f"  {k} = {v!r}" for k, v in s.fixed.items()]
+        lines.append("grid:" if s.grid else "grid:      (none: one point)")
+        lines += [f"  {k}: {v!r}" for k, v in s.grid.items()]
+        lines.append("search:" if s.search else "search:    (none)")
+        lines += [f"  {k}: {d.describe()}" for k, d in s.search.items()]
+        if s.grid:
+            lines.append("grid points (last axis fastest):")
+            width = len(str(len(points)))
+            lines += [f"  {i:>{width}}. " + "  ".join(f"{k}={v!r}" for k, v in p.items())
+                      for i, p in enumerate(points, 1)]
+        lines += [f"note: {n}" for n in _notes(self)]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- optuna
+
+
+def to_optuna_distributions(search: Mapping[str, Distribution]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Optuna distributions for OptunaSearch(space=...), keyed by the dotted field names."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for key, d in search.items():
+        if d.type == "choice":
+            out[key] = CategoricalDistribution(list(d.values or []))
+        elif d.type == "int":
+            out[key] = IntDistribution(int(d.low), int(d.high), log=d.log, step=int(d.step or 1))
+        elif d.type == "loguniform":
+            out[key] = FloatDistribution(float(d.low), float(d.high), log=True)
+        else:
+            out[key] = FloatDistribution(float(d.low), float(d.high),
+                                         step=None if d.step is None else float(d.step))
+    return out
+
+
+def build_sampler(search_alg: SearchAlgConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler the space names; `seed` overrides search_alg.seed."""
+    import optuna
+
+    cls = getattr(optuna.samplers, SAMPLERS[search_alg.sampler])
+    kwargs = dict(search_alg.options)
+    chosen = search_alg.seed if seed is None else seed
+    if chosen is not None and "seed" in inspect.signature(cls).parameters:
+        kwargs["seed"] = chosen
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpaceError(f"{path}: {what} not found")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpaceError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpaceError(f"{path}: cannot read {what}: {err}") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise SpaceError(f"{path}: top level must be a mapping, got {type(tree).__name__}")
+    return tree
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (unwrapping Optional/Union), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        for arg in get_args(annotation):
+            model = _model_of(arg)
+            if model is not None:
+                return model
+    return None
+
+
+def _is_mapping_type(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return any(_is_mapping_type(a) for a in get_args(annotation))
+    return annotation is dict or origin is dict
+
+
+def field_problem(key: str) -> str | None:
+    """Why a dotted key is not a RunConfig field (None when it is one)."""
+    if not _KEY_RE.match(key):
+        return "not a dotted field name like method.w_select"
+    model: type[BaseModel] = RunConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        where = ".".join(parts[:i]) or "RunConfig"
+        if part not in fields:
+            hint = get_close_matches(part, list(fields), n=1)
+            did = f"; did you mean {'.'.join(parts[:i] + [hint[0]])}?" if hint else ""
+            return f"{where} has no field {part!r}{did}"
+        annotation = fields[part].annotation
+        rest = parts[i + 1:]
+        if not rest:
+            return None
+        sub = _model_of(annotation)
+        if sub is None:
+            if _is_mapping_type(annotation):
+                return None  # free-form mapping (e.g. runtime.storage_options)
+            return f"{'.'.join(parts[:i + 1])} is a value, not a section"
+        model = sub
+    return None
+
+
+def _build_tree(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    tree = yaml.safe_load(yaml.safe_dump(base))  # a deep copy through plain data
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    return tree
+
+
+def _build(base: dict[str, Any], overrides: Mapping[str, Any]) -> RunConfig:
+    return RunConfig.model_validate(_build_tree(base, overrides))
+
+
+def _attribute(loc: str, sections: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, Any]]:
+    """The space entries that set the failing field (most specific section first)."""
+    hits = []
+    for section in ("search", "grid", "fixed"):
+        for key, value in sections.get(section, {}).items():
+            if key == loc or loc.startswith(key + ".") or key.startswith(loc + "."):
+                hits.append((section, key, value))
+    return hits
+
+
+def _build_errors(resolved: ResolvedSpace, overrides: Mapping[str, Any],
+                  sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Validation errors of one trial config, each naming the entry responsible."""
+    sections = {"fixed": resolved.space.fixed, **sections}
+    try:
+        _build(resolved.base, overrides)
+    except ValidationError as err:
+        out = []
+        for e in err.errors():
+            loc = _format_loc(e["loc"])
+            hits = _attribute(loc, sections)
+            if len(hits) == 1 and hits[0][1] == loc:
+                section, key, value = hits[0]
+                out.append(f"{section}.{key}={value!r}: {e['msg']}")
+            elif hits:
+                named = ", ".join(f"{s}.{k}={v!r}" for s, k, v in hits)
+                out.append(f"{loc}: {e['msg']} (set by {named})")
+            else:
+                out.append(f"{loc}: {e['msg']} (from the base config {resolved.base_path or 'mapping'})")
+        return out
+    except ValueError as err:  # set_dotted: a value where a section is expected
+        return [str(err)]
+    return []
+
+
+def _evaluations(cfg: RunConfig) -> int:
+    return math.ceil(cfg.optim.iters / cfg.eval.every)
+
+
+def _scheduler_errors(space: SweepSpace, cfg: RunConfig) -> list[str]:
+    """ASHA must be able to stop trials, and not before self-training has begun."""
+    sch = space.scheduler
+    if sch.type != "asha":
+        return []
+    errors = []
+    evals = _evaluations(cfg)
+    if sch.grace_period >= evals:
+        errors.append(f"scheduler.grace_period: {sch.grace_period} evaluations but a trial has only {evals} "
+                      f"(optim.iters {cfg.optim.iters} / eval.every {cfg.eval.every}): ASHA would never stop one")
+    if cfg.method.name != "supervised" and cfg.method.warmup_epochs > 0 and cfg.data.label_count:
+        # The loop's epoch is a pass over the unlabeled set; with the usual label
+        # budgets (a minority of the images) a labeled pass is a lower bound on it,
+        # so this flags only grace periods that are surely too short.
+        per_step = cfg.data.batch_size * space.scaling.num_workers
+        warmup_iters = cfg.method.warmup_epochs * math.ceil(cfg.data.label_count / per_step)
+        grace_iters = sch.grace_period * cfg.eval.every
+        if grace_iters <= warmup_iters:
+            errors.append(
+                f"scheduler.grace_period: {sch.grace_period} evaluations x eval.every {cfg.eval.every} = "
+                f"{grace_iters} iterations, but the self-training warm-up (method.warmup_epochs "
+                f"{cfg.method.warmup_epochs} with {cfg.data.label_count} labels, {per_step} per step) "
+                f"lasts at least {math.ceil(warmup_iters)}: ASHA would judge {cfg.method.name} before it starts")
+    return errors
+
+
+def _notes(resolved: ResolvedSpace) -> list[str]:
+    s = resolved.space
+    notes = []
+    if s.scheduler.type == "asha":
+        unchecked = [p for p in resolved.grid_points()
+                     if (cfg := resolved.trial_config(p, {})).data.label_count is None
+                     and cfg.method.name != "supervised"]
+        if unchecked:
+            notes.append("ASHA's grace period must pass the self-training warm-up (method.warmup_epochs); "
+                         "it cannot be checked without data.label_count "
+                         f"(e.g. grid point {resolved.point_label(unchecked[0])})")
+    if not s.search and s.num_samples > 1:
+        notes.append(f"nothing is searched: each grid point runs {s.num_samples} identical trials")
+    if not storage.is_remote(resolved.storage_path):
+        notes.append("results stay on this machine's disk (storage.path is local)")
+    return notes
+
+
+def _static_errors(space: SweepSpace) -> list[str]:
+    errors = []
+    sections: dict[str, Mapping[str, Any]] = {"fixed": space.fixed, "grid": space.grid, "search": space.search}
+    for section, entries in sections.items():
+        for key in entries:
+            problem = field_problem(key)
+            if problem:
+                errors.append(f"{section}.{key}: {problem}")
+    for key in space.search:
+        if key in GRID_ONLY:
+            errors.append(f"search.{key}: {key} is a grid-only axis (one of {', '.join(GRID_ONLY)}); "
+                          "put it under grid: or fixed:")
+    for key, values in space.grid.items():
+        if len(values) == 0:
+            errors.append(f"grid.{key}: needs at least one value")
+        elif len(set(map(repr, values))) != len(values):
+            errors.append(f"grid.{key}: values must be distinct, got {values!r}")
+    names = [(section, key) for section, entries in sections.items() for key in entries]
+    for (sa, ka), (sb, kb) in itertools.combinations(names, 2):
+        if ka == kb or ka.startswith(kb + ".") or kb.startswith(ka + "."):
+            errors.append(f"{sa}.{ka} and {sb}.{kb} set the same field: keep one")
+    unknown = sorted(set(space.search_alg.options) - _sampler_params(space.search_alg.sampler)
+                     if space.search_alg.options else [])
+    if unknown:
+        errors.append(f"search_alg.options.{unknown[0]}: not an option of optuna's "
+                      f"{SAMPLERS[space.search_alg.sampler]}")
+    return errors
+
+
+def _sampler_params(sampler: str) -> set[str]:
+    import optuna
+
+    params = inspect.signature(getattr(optuna.samplers, SAMPLERS[sampler])).parameters
+    return {name for name in params if name != "seed"}
+
+
+def load_space(path: str | Path) -> ResolvedSpace:
+    """Read and validate a search-space file; nothing runs until all of it is sound."""
+    path = Path(path)
+    tree = _read_yaml(path, "search-space file")
+    try:
+        space = SweepSpace.model_validate(tree)
+    except ValidationError as err:
+        lines = [f"  {_format_loc(e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise SpaceError(f"{path}: invalid search space\n" + "\n".join(lines)) from None
+
+    base_path = None
+    if space.base_config is not None:
+        base_path = (path.parent / space.base_config).resolve()
+        if not base_path.is_file():
+            raise SpaceError(f"{path}: base_config: {base_path} not found "
+                             f"(paths are relative to the space file)")
+        base = _read_yaml(base_path, "base config")
+    else:
+        base = dict(space.base or {})
+    resolved = ResolvedSpace(path=path, space=space, base=base, base_path=base_path)
+
+    errors = _static_errors(space)
+    if errors:
+        raise SpaceError(f"{path}: invalid search space\n" + "\n".join(f"  {e}" for e in errors))
+
+    seen: set[str] = set()
+    reported: list[str] = []
+    for point in resolved.grid_points():
+        for variant in _variants(space.search):
+            sections = {"grid": point, "search": dict(variant)}
+            problems = _build_errors(resolved, resolved.overrides(point, variant), sections)
+            if not problems:
+                problems = _scheduler_errors(space, _build(base, resolved.overrides(point, variant)))
+            for problem in problems:
+                if problem not in seen:
+                    seen.add(problem)
+                    where = resolved.point_label(point)
+                    reported.append(f"{problem}" + (f"   [grid point {where}]" if space.grid else ""))
+    if reported:
+        more = len(reported) - _MAX_REPORTED
+        lines = [f"  {r}" for r in reported[:_MAX_REPORTED]] + ([f"  ... and {more} more"] if more > 0 else [])
+        raise SpaceError(f"{path}: a trial config would be invalid\n" + "\n".join(lines))
+    return resolved
+
+
+def _variants(search: Mapping[str, Distribution]) -> list[dict[str, Any]]:
+    """Searched values to check: all at their low ends, all at their high ends, and
+    each choice value on its own (cross-field rules see realistic combinations)."""
+    if not search:
+        return [{}]
+    low = {k: d.ends()[0][1] for k, d in search.items()}
+    high = {k: d.ends()[-1][1] for k, d in search.items()}
+    variants = [low, high]
+    for key, d in search.items():
+        if d.type == "choice":
+            variants += [{**low, key: value} for _, value in d.ends()[1:-1]]
+    return variants

@@ -1,0 +1,555 @@
+"""MLflow tracking of sweeps: one parent run per sweep, one nested child run per trial.
+
+Tune's own MLflow callback makes flat, parentless runs; users want the sweep as one
+run with its trials nested under it, so the hierarchy is built here by hand with an
+explicit `MlflowClient` and explicit run ids. Nothing touches MLflow's global "active
+run": trials run in Ray worker processes where that global state is neither shared
+nor safe, and `MLFLOW_RUN_ID` would make every worker write into one run.
+
+Both trackers are idempotent on their names so a resumed sweep (same name) and a
+restarted trial (same trial id) continue their runs instead of forking new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+from orchestration.storage import redact, redact_text
+from rrn_core.config import RunConfig, flatten
+from rrn_core.loop import TrainHooks
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestration.space import ResolvedSpace
+    from rrn_core.evaluate import EvalResult
+
+log = logging.getLogger(__name__)
+
+# Tag keys: the report reads runs back through these, so they are the wire format.
+TAG_PARENT = "mlflow.parentRunId"
+TAG_ROLE = "rrn.role"
+TAG_SWEEP = "rrn.sweep"
+TAG_SPACE = "rrn.space"
+TAG_METRIC = "rrn.metric"
+TAG_MODE = "rrn.mode"
+TAG_SEARCH_KEYS = "rrn.search_keys"
+TAG_GRID_KEYS = "rrn.grid_keys"
+TAG_TRIAL_COUNT = "rrn.trial_count"
+TAG_GIT_COMMIT = "rrn.git_commit"
+TAG_DATASET_HASH = "rrn.dataset_hash"
+TAG_SPLIT_HASH_PREFIX = "rrn.split_hash."
+TAG_TRIAL_ID = "rrn.trial_id"
+TAG_METHOD = "rrn.method"
+TAG_LABEL_RATIO = "rrn.label_ratio"
+TAG_LABEL_COUNT = "rrn.label_count"
+TAG_SEED = "rrn.seed"
+TAG_SPLIT_SEED = "rrn.split_seed"
+TAG_CHECKPOINT = "rrn.checkpoint"
+TAG_RESUMED = "rrn.resumed"
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+CONFIG_ARTIFACT = "config.yaml"
+
+_METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. ]+")
+
+
+# --------------------------------------------------------------------------- store
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """Turn a space file's `tracking.uri` into an absolute URI every process agrees on.
+
+    Ray workers run in their own working directories, so a relative sqlite path would
+    silently open a different, empty store in each trial: paths become absolute here,
+    in the driver. A bare `*.db` path is read as a sqlite file.
+    """
+    if uri is None:
+        from orchestration.storage import default_tracking_uri
+
+        uri = default_tracking_uri()
+    uri = str(uri).strip()
+    scheme = urlparse(uri).scheme.lower()
+    if scheme.startswith("sqlite"):
+        raw = uri.split(":///", 1)[1] if ":///" in uri else ""
+        if not raw or raw == ":memory:":
+            raise ValueError(f"tracking uri {uri!r}: a sqlite store needs a file path")
+        path = Path(raw).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if scheme == "file":
+        path = Path(urlparse(uri).path).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path.as_uri()
+    if scheme == "" or (len(scheme) == 1 and ":\\" in uri):  # a plain path
+        path = Path(uri).expanduser().resolve()
+        if path.suffix == ".db":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{path}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path.as_uri()
+    return uri  # http(s)://, postgresql://, databricks, ...: the server decides
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a sqlite store, or None for any other store."""
+    if not tracking_uri.lower().startswith("sqlite"):
+        return None
+    return Path(tracking_uri.split(":///", 1)[1])
+
+
+def local_artifact_root(tracking_uri: str) -> Path | None:
+    """Where a local (sqlite) store keeps artifacts: `mlartifacts/` next to the database.
+
+    MLflow's own default for a SQL store is `./mlruns` relative to whichever process
+    created the experiment, which scatters artifacts and hides them from `mlflow ui`
+    started elsewhere. Pinning the folder next to the db (= `$RRN_HOME/mlartifacts`
+    for the default store) makes the store self-contained and servable by `rrn ui`.
+    """
+    db = sqlite_path(tracking_uri)
+    return None if db is None else db.parent / "mlartifacts"
+
+
+def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
+    """Experiment id by name, created (or restored from the bin) when needed."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    root = local_artifact_root(tracking_uri)
+    location = None
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        location = root.resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # another process created it between our lookup and create
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def search_all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
+                    order_by: list[str] | None = None) -> list[Run]:
+    """Every matching active run: MLflow pages results, a sweep can exceed one page."""
+    runs: list[Run] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, ViewType.ACTIVE_ONLY,
+                                  max_results=1000, order_by=order_by, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _eq(key: str, value: str) -> str | None:
+    """A tag equality clause, or None when the value cannot be quoted safely."""
+    if "'" in value or "\\" in value:
+        return None
+    return f"tags.`{key}` = '{value}'"
+
+
+def find_runs_by_tags(client: MlflowClient, experiment_ids: list[str],
+                      tags: Mapping[str, str]) -> list[Run]:
+    """Runs whose tags equal `tags`, newest first (filters server-side where possible)."""
+    clauses = [c for c in (_eq(k, v) for k, v in tags.items()) if c]
+    runs = search_all_runs(client, experiment_ids, " and ".join(clauses),
+                           order_by=["attributes.start_time DESC"])
+    return [r for r in runs if all(r.data.tags.get(k) == v for k, v in tags.items())]
+
+
+def child_runs(client: MlflowClient, parent: Run) -> list[Run]:
+    """The trials' runs of one sweep's parent run."""
+    return find_runs_by_tags(client, [parent.info.experiment_id], {TAG_PARENT: parent.info.run_id})
+
+
+def sanitize_metric_key(name: str) -> str:
+    """A string MLflow accepts as (a segment of) a metric key.
+
+    MLflow allows letters, digits, `_ - . space /`; class names like "traffic light"
+    pass, "person/rider" or "gt:void" would break the call (or nest a path), and "."
+    or ".." are rejected as paths, so those become `_`.
+    """
+    clean = _METRIC_KEY_BAD.sub("_", name.replace("/", "_")).strip()
+    if clean in ("", ".", ".."):
+        clean = "_"
+    return clean
+
+
+def class_metric_keys(class_names: Iterable[str], prefix: str = "val/IoU/") -> list[str]:
+    """Per-class metric keys, unique even when two names sanitise to the same string."""
+    keys: list[str] = []
+    seen: set[str] = set()
+    for index, name in enumerate(class_names):
+        key = prefix + sanitize_metric_key(str(name))
+        if key in seen:
+            key = f"{key}_{index}"
+        seen.add(key)
+        keys.append(key)
+    return keys
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:MAX_PARAM_VAL_LENGTH]
+
+
+def _tag_value(value: Any) -> str:
+    return str(value)[:MAX_TAG_VAL_LENGTH]
+
+
+def log_params_once(client: MlflowClient, run: Run, params: Mapping[str, Any]) -> list[str]:
+    """Log params in batches, skipping keys the run already has.
+
+    MLflow params are immutable: re-logging a key with another value fails the whole
+    batch, which would crash a resumed trial. Returns keys whose stored value differs.
+    """
+    existing = run.data.params
+    new: list[Param] = []
+    changed: list[str] = []
+    for key, value in params.items():
+        text = _param_value(value)
+        if key in existing:
+            if existing[key] != text:
+                changed.append(key)
+            continue
+        new.append(Param(key, text))
+    for start in range(0, len(new), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run.info.run_id, params=new[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+    if changed:
+        log.warning("run %s keeps its logged values for changed params: %s",
+                    run.info.run_id, ", ".join(changed))
+    return changed
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    items = [RunTag(k, _tag_value(v)) for k, v in tags.items() if v is not None]
+    for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, tags=items[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _reopen(client: MlflowClient, run: Run) -> None:
+    """Mark a resumed run RUNNING again (a crash left it RUNNING or FAILED)."""
+    if run.info.status != "RUNNING":
+        client.update_run(run.info.run_id, status="RUNNING")
+    resumed = int(run.data.tags.get(TAG_RESUMED, "0") or 0) + 1
+    client.set_tag(run.info.run_id, TAG_RESUMED, str(resumed))
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+class SweepTracker:
+    """The parent run of one sweep; lives in the sweep driver process."""
+
+    def __init__(self, tracking_uri: str, experiment: str, sweep_name: str) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment = experiment
+        self.sweep_name = sweep_name
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.parent_run_id: str | None = None
+        self.experiment_id: str | None = None
+
+    def start(self, space: ResolvedSpace, *, git_commit: str | None, dataset_hash: str | None,
+              split_hashes: dict[str, str], resume: bool) -> str:
+        """Open (or, on resume, reopen) the parent run and record what the sweep is.
+
+        The space file, its resolved description and the base config go in as
+        artifacts so the parent alone is enough to rerun the sweep.
+        """
+        self.experiment_id = ensure_experiment(self.client, self.tracking_uri, self.experiment)
+        run: Run | None = None
+        if resume:
+            found = find_runs_by_tags(self.client, [self.experiment_id],
+                                      {TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_SWEEP})
+            run = found[0] if found else None
+        if run is None:
+            run = self.client.create_run(
+                self.experiment_id, start_time=_now_ms(), run_name=self.sweep_name,
+                tags={TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_SWEEP})
+        else:
+            _reopen(self.client, run)
+        self.parent_run_id = run.info.run_id
+
+        sweep = space.space
+        search_keys = list(getattr(sweep, "search", None) or {})
+        grid = dict(getattr(sweep, "grid", None) or {})
+        metric = getattr(sweep, "metric", "val/mIoU")
+        mode = getattr(sweep, "mode", "max")
+        tags: dict[str, Any] = {
+            TAG_SPACE: getattr(sweep, "name", self.sweep_name),
+            TAG_METRIC: metric,
+            TAG_MODE: mode,
+            TAG_SEARCH_KEYS: json.dumps(search_keys),
+            TAG_GRID_KEYS: json.dumps(list(grid)),
+            TAG_TRIAL_COUNT: space.trial_count,
+            TAG_GIT_COMMIT: git_commit,
+            "mlflow.source.git.commit": git_commit,
+            TAG_DATASET_HASH: dataset_hash,
+        }
+        for key, digest in split_hashes.items():
+            tags[TAG_SPLIT_HASH_PREFIX + sanitize_metric_key(str(key))] = digest
+        set_tags(self.client, self.parent_run_id, tags)
+        params: dict[str, Any] = {
+            "space_name": tags[TAG_SPACE], "trial_count": space.trial_count,
+            "num_samples": getattr(sweep, "num_samples", None), "metric": metric, "mode": mode,
+        }
+        params.update({f"grid.{k}": v for k, v in grid.items()})
+        search = getattr(sweep, "search", None) or {}
+        params.update({f"search.{k}": _spec_text(v) for k, v in search.items()})
+        log_params_once(self.client, run, {k: v for k, v in params.items() if v is not None})
+
+        rid = self.parent_run_id
+        space_file = Path(space.path)
+        if space_file.is_file():
+            self.client.log_text(rid, redact_text(space_file.read_text()),
+                                 f"space/{space_file.name}")
+        self.client.log_text(rid, space.describe(), "space/resolved.txt")
+        self.client.log_text(rid, yaml.safe_dump(redact(space.base), sort_keys=False),
+                             "space/base_config.yaml")
+        self.client.log_dict(rid, dict(split_hashes), "space/split_hashes.json")
+        return rid
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the parent run; any trial still RUNNING ends FAILED (KILLED if we were).
+
+        A trial whose worker died never closes its own run; without this the UI would
+        show it running forever.
+        """
+        if self.parent_run_id is None:
+            return
+        child_status = "KILLED" if status == "KILLED" else "FAILED"
+        parent = self.client.get_run(self.parent_run_id)
+        for child in child_runs(self.client, parent):
+            if child.info.status in ("RUNNING", "SCHEDULED"):
+                self.client.set_terminated(child.info.run_id, child_status)
+        self.client.set_terminated(self.parent_run_id, status)
+
+    def log_summary(self) -> None:
+        """Summary table, label-efficiency plot and best config(s) -> the parent run."""
+        from orchestration import report
+
+        if self.parent_run_id is None:
+            raise RuntimeError("SweepTracker.log_summary() before start()")
+        parent = self.client.get_run(self.parent_run_id)
+        df = report.summarize_run(self.client, parent)
+        mode = parent.data.tags.get(TAG_MODE, "max")
+        with tempfile.TemporaryDirectory(prefix="rrn-summary-") as tmp:
+            out = Path(tmp)
+            for path in report.write_summary_files(df, out / "summary").values():
+                self.client.log_artifact(self.parent_run_id, str(path), "summary")
+            best = report.best_trials(df, mode)
+            if best.empty:
+                return
+            cfg_dir = out / "best_configs"
+            cfg_dir.mkdir()
+            files: dict[str, Path] = {}
+            with _quiet_downloads():
+                for _, row in best.iterrows():
+                    got = Path(self.client.download_artifacts(row["run_id"], CONFIG_ARTIFACT, tmp))
+                    stem = report.group_file_stem(row)
+                    files[row["run_id"]] = got.replace(cfg_dir / f"{stem}.yaml")
+            self.client.log_artifacts(self.parent_run_id, str(cfg_dir), "summary/best_configs")
+            top = report.overall_best(df, mode)
+            if top is None or top["run_id"] not in files:
+                return
+            best_path = out / "best_config.yaml"
+            best_path.write_bytes(files[top["run_id"]].read_bytes())
+            self.client.log_artifact(self.parent_run_id, str(best_path), "summary")
+            metric = parent.data.tags.get(TAG_METRIC, "val/mIoU")
+            self.client.log_metric(self.parent_run_id, f"best/{sanitize_key_path(metric)}",
+                                   float(top["objective"]))
+            set_tags(self.client, self.parent_run_id,
+                     {"rrn.best_trial": top["trial_id"], "rrn.best_run": top["run_id"]})
+
+
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No tqdm bar per tiny config download in the sweep driver's log (unless asked for)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    if previous is None:
+        os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+
+
+def sanitize_key_path(key: str) -> str:
+    """A metric key with each `/`-separated segment sanitised (keeps `val/mIoU` as is)."""
+    return "/".join(sanitize_metric_key(part) for part in key.split("/"))
+
+
+def _spec_text(spec: Any) -> str:
+    """A search distribution as one compact line (pydantic model or plain mapping)."""
+    if hasattr(spec, "model_dump"):
+        spec = spec.model_dump(mode="json", exclude_none=True)
+    return json.dumps(spec, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- trial
+
+
+class TrialTracker(TrainHooks):
+    """One nested child run per trial, fed by the training loop's hooks (rank 0 only).
+
+    Re-creating the tracker with the same trial id (a restarted worker, a resumed
+    sweep) reuses the existing child run and drops metric points at steps already
+    logged, so the replay after a resume does not draw duplicate curves.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str,
+                 run_name: str, config: RunConfig, tags: dict[str, str] | None = None) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.parent_run_id = parent_run_id
+        self.trial_id = trial_id
+        self.config = config
+        self.num_classes = config.data.num_classes
+        parent = self.client.get_run(parent_run_id)
+        self.experiment_id = parent.info.experiment_id
+        if experiment and self.client.get_experiment(self.experiment_id).name != experiment:
+            log.warning("parent run %s is in another experiment than %r; using the parent's",
+                        parent_run_id, experiment)
+        found = find_runs_by_tags(self.client, [self.experiment_id],
+                                  {TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id})
+        data = config.data
+        run_tags: dict[str, Any] = {
+            TAG_PARENT: parent_run_id,
+            TAG_ROLE: ROLE_TRIAL,
+            TAG_TRIAL_ID: trial_id,
+            TAG_SWEEP: parent.data.tags.get(TAG_SWEEP, ""),
+            TAG_METHOD: config.method.name,
+            TAG_LABEL_RATIO: "" if data.label_ratio is None else data.label_ratio,
+            TAG_LABEL_COUNT: "" if data.label_count is None else data.label_count,
+            TAG_SEED: config.runtime.seed,
+            TAG_SPLIT_SEED: data.split_seed,
+            **(tags or {}),
+        }
+        self._last_step: dict[str, int] = {}
+        if found:
+            run = found[0]
+            _reopen(self.client, run)
+            self._last_step = self._logged_steps(run)
+        else:
+            run = self.client.create_run(self.experiment_id, start_time=_now_ms(),
+                                         run_name=run_name, tags={TAG_PARENT: parent_run_id,
+                                                                  TAG_TRIAL_ID: trial_id})
+        self.run_id = run.info.run_id
+        set_tags(self.client, self.run_id, run_tags)
+        # runtime.storage_options may carry S3 keys: params and config artifact are redacted
+        safe_tree = redact(config.model_dump(mode="json"))
+        log_params_once(self.client, run, flatten(safe_tree))
+        if not found:
+            self.client.log_text(self.run_id, yaml.safe_dump(safe_tree, sort_keys=False),
+                                 CONFIG_ARTIFACT)
+        self._closed = False
+
+    def _logged_steps(self, run: Run) -> dict[str, int]:
+        steps: dict[str, int] = {}
+        for key in run.data.metrics:
+            history = self.client.get_metric_history(run.info.run_id, key)
+            if history:
+                steps[key] = max(m.step for m in history)
+        return steps
+
+    def _log_metrics(self, step: int, values: Mapping[str, float]) -> None:
+        stamp = _now_ms()
+        metrics = []
+        for key, value in values.items():
+            if step <= self._last_step.get(key, -1):
+                continue  # replayed after a resume: already in the history
+            metrics.append(Metric(key, float(value), stamp, int(step)))
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+
+    def on_log(self, step: int, scalars: dict[str, float]) -> None:
+        """Train scalars (`train/loss`, ...) as metrics at `step`, in one request."""
+        self._log_metrics(step, {sanitize_key_path(k): v for k, v in scalars.items()})
+
+    def on_evaluation(self, step: int, result: EvalResult, checkpoint_dir: str | None) -> None:
+        """Validation metrics, per-class IoU, confusion matrix and overlays at `step`."""
+        metrics: dict[str, float] = {}
+        for key, value in result.as_metrics(prefix="val/").items():
+            if not key.startswith("val/IoU/"):
+                metrics[sanitize_key_path(key)] = float(value)
+        for key, iou in zip(class_metric_keys(result.class_names), result.per_class_iou):
+            if math.isfinite(float(iou)):  # nan: the class never occurs, nothing to plot
+                metrics[key] = float(iou)
+        self._log_metrics(step, metrics)
+        self._log_eval_images(step, result)
+        if checkpoint_dir is not None:
+            self.client.set_tag(self.run_id, TAG_CHECKPOINT,
+                                _tag_value(redact_text(str(checkpoint_dir))))
+
+    def _log_eval_images(self, step: int, result: EvalResult) -> None:
+        from rrn_core.visualize import confusion_matrix_figure, side_by_side
+
+        folder = f"eval/step_{step:07d}"
+        with tempfile.TemporaryDirectory(prefix="rrn-eval-") as tmp:
+            out = Path(tmp)
+            confusion_matrix_figure(result.confusion, list(result.class_names),
+                                    str(out / "confusion.png"))
+            for index, sample in enumerate(getattr(result, "samples", None) or []):
+                name = f"overlay_{index:02d}_{sanitize_metric_key(str(sample.id))}.png"
+                strip = side_by_side(sample.image, sample.pred, sample.gt, self.num_classes)
+                strip.save(out / name)
+            self.client.log_artifacts(self.run_id, tmp, folder)
+
+    def should_stop(self) -> bool:
+        return False
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the child run; safe to call twice (e.g. from a finally block)."""
+        if not self._closed:
+            self.client.set_terminated(self.run_id, status)
+            self._closed = True
+
+
+# ----------------------------------------------------------------- report re-exports
+
+
+def summarize(tracking_uri: str, experiment: str, sweep_name: str) -> pd.DataFrame:
+    """One row per trial of the newest sweep named `sweep_name`; see report.summarize."""
+    from orchestration import report
+
+    return report.summarize(tracking_uri, experiment, sweep_name)
+
+
+def label_efficiency_plot(df: pd.DataFrame, path: str | Path) -> None:
+    """mIoU vs label amount, one line per method; see report.label_efficiency_plot."""
+    from orchestration import report
+
+    report.label_efficiency_plot(df, path)
