@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
+export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 export RRN_TEST_TMP=${RRN_TEST_TMP:-$(mktemp -d /tmp/rrn-test.XXXXXX)}
 export RAY_TMPDIR="$RRN_TEST_TMP/ray"
 mkdir -p "$RAY_TMPDIR"
