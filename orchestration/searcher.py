@@ -1,0 +1,246 @@
+"""A grid crossed with Optuna: one study per grid point, honest results, per-point ASHA.
+
+Why not one OptunaSearch over everything: the label ratio, the seed and the method
+define *which* experiment runs, they are not knobs to optimise. A single study
+would let TPE "learn" that 1/2 of the labels beats 1/8 and starve the low-ratio
+trials. So every grid point gets its own study (the grid values go into the trial
+as constants) and trials are handed out round-robin over the points.
+
+Why not OptunaSearch's own completion handling: when ASHA stops a trial early, Tune
+calls `on_trial_complete` with the last (partial) result and OptunaSearch tells
+Optuna that value as COMPLETE, which ranks an under-trained trial against fully
+trained ones and biases TPE. Trials report `FULLY_TRAINED`; only a trial that
+reached its last iteration is told COMPLETE, an early-stopped one is PRUNED (its
+intermediate values stay in the study), a crashed one FAIL.
+
+ASHA has the same cross-point problem (it would stop every supervised or 1/8-ratio
+trial against RRN at 1/2), hence `PerPointScheduler`: one ASHA per grid point.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import optuna
+    from ray.tune.experiment import Trial
+
+#: Result keys every trial reports with its evaluation metrics: 1.0 when the
+#: evaluation is the run's last one, the loop's step, and the run's length.
+FULLY_TRAINED = "rrn/fully_trained"
+STEP_KEY = "rrn/step"
+TOTAL_STEPS_KEY = "rrn/total_steps"
+WORLD_SIZE_KEY = "rrn/world_size"   # 2+ when the loop ran under a DDP process group
+#: Keys of the config a trial receives from the searcher.
+POINT_KEY = "point"
+GRID_KEY = "grid"
+PARAMS_KEY = "params"
+
+
+class GridSearcher(Searcher):
+    """Hands out `num_samples` trials per grid point, round-robin, each sampled by that
+    point's own Optuna study; results are routed back to the study that asked.
+
+    `samplers[i]` is the Optuna sampler of grid point i (fresh instances: samplers
+    keep state). With no searched distributions the points are just repeated
+    `num_samples` times (a pure grid), no study is created.
+    """
+
+    def __init__(self, grid_points: Sequence[Mapping[str, Any]],
+                 distributions: Mapping[str, optuna.distributions.BaseDistribution],
+                 num_samples: int, metric: str, mode: str,
+                 samplers: Sequence[optuna.samplers.BaseSampler] | None = None,
+                 fingerprint: str | None = None) -> None:
+        super().__init__(metric=metric, mode=mode)
+        #: Identity of the space this searcher serves; a resume checks it (see sweep.py).
+        self.fingerprint = fingerprint
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        points = [dict(p) for p in grid_points] or [{}]
+        if distributions and (samplers is None or len(samplers) != len(points)):
+            raise ValueError("give one Optuna sampler per grid point")
+        self._points = points
+        self._num_samples = num_samples
+        self._issued = [0] * len(points)
+        self._trial_point: dict[str, int] = {}
+        self._done: set[str] = set()
+        self._reported: dict[str, set[int]] = {}
+        self._studies: list[OptunaSearch | None] = [
+            OptunaSearch(space=dict(distributions), metric=metric, mode=mode, sampler=samplers[i],
+                         study_name=f"point-{i}")
+            if distributions else None
+            for i in range(len(points))
+        ]
+
+    @property
+    def total_trials(self) -> int:
+        return len(self._points) * self._num_samples
+
+    def _next_point(self) -> int | None:
+        """The least-served point (lowest index on ties): round-robin over the grid."""
+        open_points = [i for i, n in enumerate(self._issued) if n < self._num_samples]
+        if not open_points:
+            return None
+        return min(open_points, key=lambda i: (self._issued[i], i))
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if trial_id in self._trial_point:  # Tune may ask again for a known trial
+            index = self._trial_point[trial_id]
+        else:
+            index = self._next_point()
+            if index is None:
+                return Searcher.FINISHED
+            self._trial_point[trial_id] = index
+            self._issued[index] += 1
+        study = self._studies[index]
+        params = _flat(study.suggest(trial_id)) if study is not None else {}
+        return {POINT_KEY: index, GRID_KEY: dict(self._points[index]), PARAMS_KEY: params}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Record an intermediate value (what a pruned trial is ranked by)."""
+        if trial_id not in self._done:
+            self._record(trial_id, result)
+
+    def _record(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        study = self._study_of(trial_id)
+        if study is None or not _finite(result.get(self.metric)):
+            return
+        step = result.get("training_iteration")
+        if step is None or step in self._reported.setdefault(trial_id, set()):
+            return
+        self._reported[trial_id].add(step)
+        study.on_trial_result(trial_id, dict(result))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if trial_id in self._done or trial_id not in self._trial_point:
+            return
+        self._done.add(trial_id)
+        study = self._study_of(trial_id)
+        if study is None:
+            return
+        if error:
+            study.on_trial_complete(trial_id, None, error=True)        # FAIL
+        elif result and is_fully_trained(result) and _finite(result.get(self.metric)):
+            study.on_trial_complete(trial_id, result)                  # COMPLETE, final value
+        else:
+            # Tune skips on_trial_result for the result that made ASHA stop the
+            # trial: record it so the pruned trial is ranked by where it stopped.
+            if result:
+                self._record(trial_id, result)
+            study.on_trial_complete(trial_id, None, error=False)       # PRUNED
+
+    def _study_of(self, trial_id: str) -> OptunaSearch | None:
+        index = self._trial_point.get(trial_id)
+        return None if index is None else self._studies[index]
+
+    def studies(self) -> list[optuna.Study | None]:
+        """Each grid point's Optuna study (None for a pure grid): for reports and tests."""
+        return [s._ot_study if s is not None else None for s in self._studies]
+
+    def point_of(self, trial_id: str) -> int | None:
+        return self._trial_point.get(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__.copy(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+def is_fully_trained(result: Mapping[str, Any]) -> bool:
+    return bool(result.get(FULLY_TRAINED, 0.0))
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """OptunaSearch unflattens on '/'; our keys are dotted, so this only undoes nesting."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+class PerPointScheduler(FIFOScheduler):
+    """One ASHA per grid point: trials compete only with trials of their own point.
+
+    Inner schedulers are created lazily from plain keyword arguments (picklable, so
+    a resumed sweep restores them with the experiment state).
+    """
+
+    def __init__(self, asha_kwargs: Mapping[str, Any], point_key: str = POINT_KEY) -> None:
+        super().__init__()
+        self._asha_kwargs = dict(asha_kwargs)
+        self._point_key = point_key
+        self._inner: dict[int, ASHAScheduler] = {}
+        self._mode: str | None = None
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if metric:
+            self._metric = metric
+        if mode:
+            self._mode = mode
+        return True
+
+    def _for(self, trial: Trial) -> ASHAScheduler:
+        index = int(trial.config.get(self._point_key, 0))
+        inner = self._inner.get(index)
+        if inner is None:
+            inner = ASHAScheduler(metric=self._metric, mode=self._mode, **self._asha_kwargs)
+            self._inner[index] = inner
+        return inner
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self._for(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._for(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        return self._for(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        inner = self._for(trial)
+        if trial.trial_id in inner._trial_info:
+            inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        inner = self._for(trial)
+        if trial.trial_id in inner._trial_info:
+            inner.on_trial_remove(tune_controller, trial)
+
+    def stopped_count(self) -> int:
+        return sum(s._num_stopped for s in self._inner.values())
+
+    def debug_string(self) -> str:
+        return (f"ASHA per grid point ({len(self._inner)} active): "
+                f"{self.stopped_count()} trial(s) stopped early")
+
+
+def build_scheduler(kind: str, *, grace_period: int, max_t: int,
+                    reduction_factor: float) -> TrialScheduler | None:
+    """None (run every trial to the end) or ASHA per grid point, counted in evaluations."""
+    if kind == "none":
+        return None
+    if kind != "asha":
+        raise ValueError(f"unknown scheduler type {kind!r}")
+    return PerPointScheduler({"time_attr": "training_iteration", "grace_period": grace_period,
+                              "max_t": max_t, "reduction_factor": reduction_factor})
