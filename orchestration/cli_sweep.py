@@ -95,8 +95,11 @@ def _print_outcome(outcome: Any) -> None:
         sampled = " ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float)
                            else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.params.items())
         metric = "-" if t.metric is None else f"{t.metric:.4f}"
-        state = "error" if t.status == "ERROR" else ("done" if t.fully_trained else "stopped early")
-        table.add_row(t.trial_id, grid, sampled, metric, state)
+        if t.status == "TERMINATED":
+            state = "done" if t.fully_trained else "stopped early"
+        else:
+            state = "error" if t.status == "ERROR" else f"unfinished ({t.status.lower()})"
+        table.add_row(*(escape(cell) for cell in (t.trial_id, grid, sampled, metric, state)))
     out.print(table)
     out.print(f"results  {outcome.experiment_path}")
     if outcome.parent_run_id:

@@ -117,16 +117,26 @@ def open_fs(url: str, endpoint_url: str | None = None) -> tuple[fsspec.AbstractF
 def ray_storage(path: str, endpoint_url: str | None = None) -> tuple[str, pyarrow.fs.FileSystem | None]:
     """(storage_path, storage_filesystem) for Ray Tune/Train RunConfig.
 
-    Remote: the path without its scheme plus a pyarrow PyFileSystem around the
-    fsspec filesystem, so the endpoint override travels with the (picklable)
-    filesystem to every worker. Local: an absolute path and None (Ray's default).
+    Remote: the path without its scheme plus a pyarrow PyFileSystem around s3fs, so
+    the endpoint override travels with the (picklable) filesystem to every worker.
+    The s3fs instance carries no key/secret/token: Ray pickles it into `tuner.pkl`
+    and the searcher state in the results bucket, where an explicit secret would sit
+    in clear. botocore reads the AWS_* variables in each process instead.
+    Local: an absolute path and None (Ray's default).
     """
     if not is_remote(path):
         return _local_path(path), None
     import pyarrow.fs
 
-    fs, inner = open_fs(path, endpoint_url)
-    return inner.rstrip("/"), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+    if not is_s3(path):
+        fs, inner = open_fs(path, endpoint_url)
+        return inner.rstrip("/"), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+    import s3fs
+
+    secret = set(CREDENTIAL_ENV.values())
+    options = {k: v for k, v in storage_options(endpoint_url).items() if k not in secret}
+    inner = path.split("://", 1)[1].rstrip("/")
+    return inner, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(s3fs.S3FileSystem(**options)))
 
 
 _SECRET_WORDS = ("secret", "token", "password", "passwd", "credential", "authorization",

@@ -366,7 +366,7 @@ def _check_tracking_server(uri: str) -> None:
 
 
 def _ray_storage(path: str, endpoint: str | None) -> tuple[str, Any]:
-    from orchestration.trial import ray_storage
+    from orchestration.storage import ray_storage
 
     return ray_storage(path, endpoint)
 
@@ -436,6 +436,9 @@ def connect_ray(address: str | None, verbose: bool = False) -> bool:
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=verbose, logging_level=level)
     else:
+        # An embedded, dashboard-less cluster for this process only: Ray 2.60 would
+        # otherwise switch on token auth and write ~/.ray/auth_token.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
                  _temp_dir=os.environ.get("RAY_TMPDIR") or None,
                  log_to_driver=verbose, logging_level=level)

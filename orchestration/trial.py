@@ -303,8 +303,10 @@ def _fit_trainer(cfg: RunConfig, plan: TrialPlan, trial_id: str, tracking: _Trac
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    storage_path, filesystem = ray_storage(_join(plan.storage_path, plan.sweep_name, "train"),
-                                           plan.storage_endpoint_url)
+    from orchestration import storage
+
+    storage_path, filesystem = storage.ray_storage(_join(plan.storage_path, plan.sweep_name, "train"),
+                                                   plan.storage_endpoint_url)
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"config": cfg.model_dump(mode="json"), "trial_id": trial_id,
@@ -334,28 +336,6 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
                      checkpoint_from_dir=ray.train.Checkpoint.from_directory,
                      latest_checkpoint=ray.train.get_checkpoint,
                      storage_scheme=loop_config["storage_scheme"])
-
-
-def ray_storage(path: str, endpoint_url: str | None = None) -> tuple[str, Any]:
-    """(storage_path, storage_filesystem) for Ray, with no credentials inside.
-
-    Like `storage.ray_storage`, except that the s3fs instance is built without
-    key/secret/token: Ray pickles the filesystem into `tuner.pkl` and the search
-    state in the results bucket, and an explicit secret would be written there in
-    clear. Without them botocore reads the AWS_* variables in each process (the
-    driver's, and the workers' via the job's env), so nothing secret is stored.
-    """
-    from orchestration import storage
-
-    if not storage.is_s3(path):
-        return storage.ray_storage(path, endpoint_url)
-    import pyarrow.fs
-    import s3fs
-
-    secret = set(storage.CREDENTIAL_ENV.values())
-    options = {k: v for k, v in storage.storage_options(endpoint_url).items() if k not in secret}
-    inner = path.split("://", 1)[1].rstrip("/")
-    return inner, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(s3fs.S3FileSystem(**options)))
 
 
 def _join(base: str, *parts: str) -> str:
