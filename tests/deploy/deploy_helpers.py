@@ -75,7 +75,7 @@ _validators: dict[tuple[str, str], jsonschema.Validator] = {}
 def crd_validator(kind: str, api_version: str) -> jsonschema.Validator:
     """A cached strict validator for a KubeRay kind at the version of `api_version`."""
     if not CRD_DIR.is_dir():
-        pytest.skip(f"KubeRay CRD schemas not found at {CRD_DIR} (../shared is absent); "
+        pytest.skip(reason=f"KubeRay CRD schemas not found at {CRD_DIR} (../shared is absent); "
                     "KubeRay manifests are not schema-checked in this checkout")
     version = api_version.split("/")[-1]
     key = (kind, version)
