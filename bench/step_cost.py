@@ -17,7 +17,7 @@ import time
 import torch
 
 from rrn_core.config import RunConfig
-from rrn_core.loop import build_optimizers
+from rrn_core.loop import apply_step, build_optimizers
 from rrn_core.methods import StepContext, build_method
 
 
@@ -49,19 +49,14 @@ def time_method(name: str, args: argparse.Namespace, device: torch.device) -> li
     batch = {k: {kk: v.to(device) for kk, v in d.items()}
              for k, d in make_batch(args.batch, args.crop, args.classes).items()}
     ctx = StepContext(step=1, total_steps=2, epoch=1.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
     times = []
     for i in range(args.warmup + args.steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         tic = time.perf_counter()
         out = method(batch, ctx)
-        seg_opt.zero_grad()
-        out.loss.backward()
-        seg_opt.step()
-        if out.disc_loss is not None:
-            disc_opt.zero_grad()
-            out.disc_loss.backward()
-            disc_opt.step()
+        apply_step(out, seg_opt, disc_opt, scaler)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= args.warmup:

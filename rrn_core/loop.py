@@ -27,7 +27,7 @@ from rrn_core.config import RunConfig
 from rrn_core.data.bundle import DataBundle, build_datasets
 from rrn_core.data.sampler import ResumableSampler
 from rrn_core.evaluate import EvalResult, evaluate
-from rrn_core.methods import Method, StepContext, build_method
+from rrn_core.methods import Method, StepContext, StepOutput, build_method
 from rrn_core.methods.base import unwrap
 
 CHECKPOINT_NAME = "last.pt"
@@ -113,6 +113,20 @@ def build_optimizers(method: Method, cfg: RunConfig) -> tuple[torch.optim.Optimi
         dc = cfg.method.discriminator
         disc = torch.optim.Adam(method.discriminators.parameters(), lr=dc.lr, betas=dc.betas)
     return seg, disc
+
+
+def apply_step(out: StepOutput, seg_opt: torch.optim.Optimizer,
+               disc_opt: torch.optim.Optimizer | None, scaler: torch.amp.GradScaler) -> None:
+    """Branches first, then critics; the critics' grads from the segmentation pass
+    (feature matching flows through them) are discarded before their own update."""
+    seg_opt.zero_grad(set_to_none=True)
+    scaler.scale(out.loss).backward()
+    scaler.step(seg_opt)
+    if out.disc_loss is not None and disc_opt is not None:
+        disc_opt.zero_grad(set_to_none=True)
+        scaler.scale(out.disc_loss).backward()
+        scaler.step(disc_opt)
+    scaler.update()
 
 
 def infinite_loader(dataset, batch_size: int, seed: int, stream: int, info: DistInfo,
@@ -267,15 +281,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 out = method(batch, ctx)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(f"non-finite loss at step {step}: {out.loss.item()}")
-            seg_opt.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
-            scaler.step(seg_opt)
-            if out.disc_loss is not None and disc_opt is not None:
-                # The critics' grads from the segmentation pass are discarded here.
-                disc_opt.zero_grad(set_to_none=True)
-                scaler.scale(out.disc_loss).backward()
-                scaler.step(disc_opt)
-            scaler.update()
+            apply_step(out, seg_opt, disc_opt, scaler)
             step += 1
 
             scalars = {k: v.detach().float() for k, v in out.scalars.items()}
