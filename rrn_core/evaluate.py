@@ -188,14 +188,7 @@ def _local_batches(loader: Iterable[dict[str, Any]], max_images: int | None,
                                   collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
                                   worker_init_fn=loader.worker_init_fn)
             return
-    seen = 0
-    for i, batch in enumerate(loader):
-        if max_images is not None and seen >= max_images:
-            return
-        n = len(batch["image"])
-        if max_images is not None and seen + n > max_images:
-            batch = {k: v[: max_images - seen] for k, v in batch.items()}
-        seen += n
+    for i, batch in enumerate(_take_images(loader, max_images)):
         if i % world == rank:
             yield batch
 
