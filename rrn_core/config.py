@@ -113,6 +113,14 @@ class MethodConfig(StrictModel):
     w_drl: float = Field(1.0, ge=0.0, le=1.0)  # final share of the region-weighted CPS loss
     w_fm: float = Field(0.1, ge=0.0)
     tau_region: float = Field(0.6, ge=0.0, le=1.0)
+    # Which regions a critic trusts: "threshold" (the release: score > tau_region) or
+    # "top_fraction" (ours: the best-scored keep_fraction of the batch's regions), for
+    # critics whose scores for every prediction collapse below any fixed tau.
+    region_rule: Literal["threshold", "top_fraction"] = "threshold"
+    keep_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    # Normaliser of the selection terms: the kept pixel count (the release) or every
+    # valid pixel (ours; a few kept regions then weigh little). See local_selection_loss.
+    select_per: Literal["kept", "valid"] = "kept"
     drl_rampup: float = Field(0.3, gt=0.0, le=1.0)
     warmup_epochs: float = Field(1.0, ge=0.0)
     cross_check: bool = True

@@ -14,6 +14,8 @@ rounding can move a boundary.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -67,21 +69,44 @@ def region_scores_to_pixels(region_values: Tensor, size: tuple[int, int]) -> Ten
     return grid[:, rows][:, :, cols]
 
 
-def region_keep_mask(region_probs: Tensor, tau: float, size: tuple[int, int]) -> Tensor:
-    """keep_i = [s_{r(i)} > tau]: the pixels of regions the discriminator trusts.  bool [B,H,W]."""
-    return region_scores_to_pixels(region_probs, size) > tau
+def threshold_regions(region_probs: Tensor, tau: float) -> Tensor:
+    """trusted_r = [s_r > tau]: the release's rule for regions a discriminator trusts.  bool [B,R,R].
 
-
-def local_selection_loss(logits: Tensor, pseudo: Tensor, keep: Tensor,
-                         ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """L = sum_i m_i l_i / max(1, sum_i m_i), m_i = keep_i * [y^_i != ignore], l_i = CE(x_i, y^_i).
-
-    Normalised by the kept pixel count, so the loss scale does not shrink when the
-    discriminator keeps few regions.
+    `region_scores_to_pixels` turns it into the pixel keep mask of the selection loss.
     """
-    mask = keep.bool() & (pseudo != ignore_index)
+    return _grid(region_probs) > tau
+
+
+def top_fraction_regions(region_probs: Tensor, fraction: float) -> Tensor:
+    """trusted_r = [s_r >= s_(k)], s_(k) the k-th largest score in the batch, k = ceil(fraction * B R R).
+
+    A rank rule instead of an absolute threshold: a critic that already separates one-hot
+    ground truth from every softmax map scores all predictions near 0, so `s_r > tau`
+    keeps nothing, yet its ranking of the predictions can still say which regions look
+    most like ground truth. Ties at s_(k) are kept.  bool [B,R,R].
+    """
+    grid = _grid(region_probs)
+    count = math.ceil(fraction * grid.numel())
+    if count <= 0:
+        return torch.zeros_like(grid, dtype=torch.bool)
+    kth = grid.flatten().topk(count).values[-1]
+    return grid >= kth
+
+
+def local_selection_loss(logits: Tensor, pseudo: Tensor, keep: Tensor, per: str = "kept",
+                         ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """L = sum_i m_i l_i / max(1, N), m_i = keep_i * [y^_i != ignore], l_i = CE(x_i, y^_i).
+
+    N = sum_i m_i (per="kept", the release): the loss scale does not shrink when the
+    discriminator keeps few regions, so a single kept region gets the weight of a whole
+    batch. N = #{i: y^_i != ignore} (per="valid", ours): the term shrinks with the kept
+    share, like a per-pixel mask on an ordinary CE.
+    """
+    valid = pseudo != ignore_index
+    mask = keep.bool() & valid
     ce = per_pixel_ce(logits, pseudo, ignore_index)
-    return (ce * mask).sum() / mask.sum().clamp(min=1)
+    count = {"kept": mask, "valid": valid}[per].sum()
+    return (ce * mask).sum() / count.clamp(min=1)
 
 
 def region_mean(values: Tensor, valid: Tensor, regions_per_side: int) -> Tensor:
@@ -129,6 +154,18 @@ def dynamic_region_loss(region_losses: Tensor, weights: Tensor, ramp: float) -> 
     uniform = torch.full_like(w, 1.0 / w.numel())
     w_norm = torch.where(total > 0, w / total.clamp(min=torch.finfo(w.dtype).tiny), uniform)
     return (1.0 - ramp) * losses.mean() + ramp * (w_norm * losses).sum()
+
+
+def effective_region_fraction(weights: Tensor) -> Tensor:
+    """ESS / N = (sum_r w_r)^2 / (N sum_r w_r^2): 1 when every region weighs the same, 1/N when one does.
+
+    A health signal for the region-loss correction: when it is small, the re-weighted
+    CPS term trains on a handful of regions only.
+    """
+    w = _grid(weights).detach().float()
+    denominator = w.numel() * (w * w).sum()
+    return torch.where(denominator > 0, w.sum() ** 2 / denominator.clamp(min=torch.finfo(w.dtype).tiny),
+                       torch.ones_like(denominator))
 
 
 def linear_rampup(progress: float, rampup: float) -> float:

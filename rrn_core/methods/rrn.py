@@ -22,10 +22,12 @@ from rrn_core.data.transforms import denormalize
 from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput,
                                    pseudo_label_accuracy, softmax, unwrap)
 from rrn_core.methods.cps import cps_terms
-from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss,
+from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss, effective_region_fraction,
                                      feature_matching_loss, linear_rampup,
                                      local_selection_loss, one_hot, per_region_ce,
-                                     region_agreement, region_keep_mask, region_reliability)
+                                     region_agreement, region_reliability,
+                                     region_scores_to_pixels, threshold_regions,
+                                     top_fraction_regions)
 
 
 @contextmanager
@@ -56,6 +58,13 @@ def evaluating(modules: Sequence[nn.Module]) -> Iterator[None]:
 
 
 class RRN(Method):
+    def trusted(self, scores: Tensor) -> Tensor:
+        """Regions a critic trusts under the configured rule: bool [B,R,R]."""
+        mc = self.mcfg
+        if mc.region_rule == "top_fraction":
+            return top_fraction_regions(scores, mc.keep_fraction)
+        return threshold_regions(scores, mc.tau_region)
+
     def forward(self, batch: Batch, ctx: StepContext) -> StepOutput:
         mc = self.mcfg
         dc = mc.discriminator
@@ -73,10 +82,11 @@ class RRN(Method):
         with torch.no_grad(), evaluating(critics):
             own = [torch.sigmoid(critics[k](probs[k].detach(), image_m)[0].float())[:, 0] for k in (0, 1)]
             other = [torch.sigmoid(critics[1 - k](probs[k].detach(), image_m)[0].float())[:, 0] for k in (0, 1)]
-        keep = [region_keep_mask(own[k].unsqueeze(1), mc.tau_region, size) for k in (0, 1)]
+        trusted_own = [self.trusted(s) for s in own]
+        keep = [region_scores_to_pixels(r, size) for r in trusted_own]
 
         scalars = dict(t.scalars)
-        scalars["regions_kept"] = torch.stack([(s > mc.tau_region).float().mean() for s in own]).mean()
+        scalars["regions_kept"] = torch.stack([r.float().mean() for r in trusted_own]).mean()
         scalars["pseudo_acc_kept"] = pseudo_label_accuracy(t.pseudo[0], t.gt_mixed, keep[0])
 
         # Step 6: per-region reliability w_r = a_r * s_r(D1) * s_r(D2).
@@ -84,6 +94,7 @@ class RRN(Method):
         agreement = region_agreement(preds[0], preds[1], valid, dc.regions_per_side)
         weights = region_reliability(agreement, own[0], own[1])
         scalars["region_weight"] = weights.mean()
+        scalars["region_weight_spread"] = effective_region_fraction(weights)
         scalars["region_agreement"] = agreement.mean()
 
         self_training = ctx.epoch >= mc.warmup_epochs
@@ -97,12 +108,14 @@ class RRN(Method):
                 cps = dynamic_region_loss(region_losses, weights, ramp)
                 scalars["loss_drl"] = cps.detach()
                 scalars["drl_ramp"] = torch.tensor(ramp)
-            select = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], keep[k]) for k in (0, 1))
+            select = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], keep[k], mc.select_per)
+                         for k in (0, 1))
             scalars["loss_select"] = select.detach()
             loss = loss + mc.w_select * select
             if mc.cross_check:
-                both = [keep[k] & region_keep_mask(other[k].unsqueeze(1), mc.tau_region, size) for k in (0, 1)]
-                cross = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], both[k]) for k in (0, 1))
+                both = [region_scores_to_pixels(trusted_own[k] & self.trusted(other[k]), size) for k in (0, 1)]
+                cross = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], both[k], mc.select_per)
+                            for k in (0, 1))
                 scalars["loss_cross"] = cross.detach()
                 loss = loss + mc.w_select * cross
         loss = loss + mc.w_cps * cps

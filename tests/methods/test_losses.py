@@ -17,6 +17,7 @@ from rrn_core.methods.losses import (
     cps_loss,
     discriminator_bce,
     dynamic_region_loss,
+    effective_region_fraction,
     feature_matching_loss,
     linear_rampup,
     local_selection_loss,
@@ -24,10 +25,11 @@ from rrn_core.methods.losses import (
     per_pixel_ce,
     per_region_ce,
     region_agreement,
-    region_keep_mask,
     region_mean,
     region_reliability,
     region_scores_to_pixels,
+    threshold_regions,
+    top_fraction_regions,
 )
 
 LN3 = math.log(3.0)
@@ -96,11 +98,28 @@ def test_region_scores_to_pixels_partition() -> None:
     assert torch.equal(region_scores_to_pixels(grid.unsqueeze(1), (10, 5)), expected)
 
 
-def test_region_keep_mask_is_strictly_above_tau() -> None:
+def test_threshold_regions_is_strictly_above_tau() -> None:
     probs = torch.tensor([[[[0.7, 0.5], [0.61, 0.6]]]])
-    keep = region_keep_mask(probs, 0.6, (4, 4))
+    trusted = threshold_regions(probs, 0.6)
+    assert trusted.dtype == torch.bool and torch.equal(trusted, torch.tensor([[[True, False], [True, False]]]))
+    keep = region_scores_to_pixels(trusted, (4, 4))
     expected = torch.tensor([[[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]]], dtype=torch.bool)
     assert keep.dtype == torch.bool and torch.equal(keep, expected)
+
+
+def test_top_fraction_regions_ranks_over_the_whole_batch() -> None:
+    # Two images, 2x2 regions: all scores far below any usable tau, ranking still informative.
+    scores = torch.tensor([[[0.010, 0.002], [0.030, 0.001]],
+                           [[0.020, 0.004], [0.003, 0.005]]])
+    top3 = top_fraction_regions(scores, 3 / 8)
+    assert torch.equal(top3, torch.tensor([[[True, False], [True, False]],
+                                           [[True, False], [False, False]]]))
+    # ceil(0.3 * 8) = 3 regions as well; fraction 1 keeps all, ties at the cut are kept.
+    assert torch.equal(top_fraction_regions(scores, 0.3), top3)
+    assert top_fraction_regions(scores, 1.0).all()
+    tied = torch.full((1, 2, 2), 0.2)
+    assert top_fraction_regions(tied, 0.25).all()
+    assert top_fraction_regions(scores.unsqueeze(1), 3 / 8).shape == (2, 2, 2)
 
 
 def test_local_selection_loss() -> None:
@@ -111,6 +130,9 @@ def test_local_selection_loss() -> None:
     assert local_selection_loss(logits, pseudo, keep).item() == pytest.approx((LOG2 + LOG4) / 2, abs=1e-6)
     nothing = local_selection_loss(logits, pseudo, torch.zeros_like(keep))
     assert nothing.item() == 0.0
+    # per="valid": the same kept sum over all 3 non-ignored pixels
+    per_valid = local_selection_loss(logits, pseudo, keep, per="valid")
+    assert per_valid.item() == pytest.approx((LOG2 + LOG4) / 3, abs=1e-6)
 
 
 def test_region_mean_and_its_gradient() -> None:
@@ -216,3 +238,14 @@ def test_one_hot_zero_at_ignored_pixels() -> None:
                               [[0.0, 0.0], [0.0, 1.0]],
                               [[0.0, 1.0], [0.0, 0.0]]]])
     assert out.dtype == torch.float32 and torch.equal(out, expected)
+
+
+def test_effective_region_fraction() -> None:
+    uniform = torch.full((2, 2, 2), 0.3)
+    assert float(effective_region_fraction(uniform)) == pytest.approx(1.0)
+    one = torch.zeros(2, 2, 2)
+    one[1, 0, 1] = 1e-4
+    assert float(effective_region_fraction(one)) == pytest.approx(1 / 8)
+    # two equal regions of four: (2w)^2 / (4 * 2w^2) = 1/2
+    assert float(effective_region_fraction(torch.tensor([[[1.0, 0.0], [1.0, 0.0]]]))) == pytest.approx(0.5)
+    assert float(effective_region_fraction(torch.zeros(1, 2, 2))) == 1.0

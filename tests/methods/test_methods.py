@@ -44,7 +44,7 @@ EXPECTED_TERMS = {
     "cps": {"loss_sup", "loss_cps", "pseudo_acc"},
     "fixmatch": {"loss_sup", "loss_unsup", "pseudo_acc", "confident_fraction"},
     "rrn": {"loss_sup", "loss_cps", "loss_select", "loss_cross", "loss_drl", "loss_fm",
-            "loss_disc", "regions_kept", "region_weight", "pseudo_acc"},
+            "loss_disc", "regions_kept", "region_weight", "region_weight_spread", "pseudo_acc"},
 }
 
 
@@ -71,6 +71,25 @@ def test_step_gives_finite_losses_and_moves_parameters(name: str) -> None:
         assert all(p.grad is not None for p in critic_params)
 
 
+def test_rrn_without_its_terms_is_exactly_cps() -> None:
+    # The ablation baseline the label-efficiency bench relies on: with selection, DRL and
+    # feature matching off, RRN's branch update must be CPS's, bit for bit.
+    ctx = StepContext(step=5, total_steps=10, epoch=2.0)
+    results = []
+    for name, fields in (("cps", {}), ("rrn", {"w_select": 0.0, "drl": False, "w_fm": 0.0, "tau_region": 0.0})):
+        cfg = tiny_config(name, **fields)
+        method = build_method(cfg, NUM_CLASSES)
+        method.train()
+        seg_opt, disc_opt = build_optimizers(method, cfg)
+        torch.manual_seed(1)
+        out = method(make_batch(), ctx)
+        apply_step(out, seg_opt, disc_opt, torch.amp.GradScaler("cpu", enabled=False))
+        results.append((out.loss.detach(), [p.detach().clone() for p in method.branches.parameters()]))
+    (cps_loss, cps_params), (rrn_loss, rrn_params) = results
+    assert torch.equal(cps_loss, rrn_loss)
+    assert all(torch.equal(a, b) for a, b in zip(cps_params, rrn_params, strict=True))
+
+
 def test_branches_start_different() -> None:
     method = build_method(tiny_config("cps"), NUM_CLASSES)
     a, b = (list(br.parameters()) for br in method.branches)
@@ -93,6 +112,13 @@ def test_region_threshold_controls_selection() -> None:
     assert keep_all["loss_select"] > 0 and keep_none["loss_select"] == 0.0
     assert keep_none["loss_cross"] == 0.0
     assert 0.0 <= keep_all["region_weight"] <= 1.0
+
+
+def test_top_fraction_rule_keeps_regions_whatever_the_scores() -> None:
+    # tau 1 keeps nothing under the threshold rule; the rank rule ignores tau.
+    ranked = _rrn_scalars(tau_region=1.0, region_rule="top_fraction", keep_fraction=0.5)
+    assert 0.5 <= ranked["regions_kept"] < 1.0
+    assert ranked["loss_select"] > 0
 
 
 def test_self_training_terms_wait_for_warmup() -> None:
