@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from rrn_core.config import RunConfig
 from rrn_core.loop import TrainHooks, train
@@ -99,3 +100,33 @@ def test_semi_supervised_method_without_unlabeled_data_is_a_clear_error(synth_ro
     cfg.data.label_ratio = None
     with pytest.raises(ValueError, match="needs unlabeled images"):
         train(cfg, Recorder())
+
+
+def test_channels_last_gives_the_same_losses(synth_root, tmp_path):
+    # The memory-format switch the CUDA path uses must not change the maths.
+    plain, nhwc = Recorder(), Recorder()
+    train(run_config(synth_root, tmp_path / "nchw", "rrn", iters=3), plain)
+    train(run_config(synth_root, tmp_path / "nhwc", "rrn", iters=3, runtime__channels_last=True), nhwc)
+    for step in (1, 2, 3):
+        for key in ("train/loss", "train/loss_sup", "train/loss_disc"):
+            assert nhwc.logs[step][key] == pytest.approx(plain.logs[step][key], rel=1e-4, abs=1e-5), (step, key)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+@pytest.mark.parametrize("method", ["rrn", "fixmatch"])
+def test_cuda_mixed_precision_channels_last_trains_and_resumes(method, amp, synth_root, tmp_path):
+    extra = {"runtime__device": "cuda", "runtime__amp": amp, "runtime__channels_last": True}
+    straight = Recorder()
+    result = train(run_config(synth_root, tmp_path / "a", method, **extra), straight)
+    assert result.steps == 6
+    assert all(math.isfinite(s["train/loss"]) for s in straight.logs.values())
+    assert 0.0 <= result.final.miou <= 1.0
+    interrupted = Recorder(stop_after_evals=1)
+    train(run_config(synth_root, tmp_path / "b", method, **extra), interrupted)
+    resumed = Recorder()
+    train(run_config(synth_root, tmp_path / "b", method, **extra), resumed)
+    assert sorted(resumed.logs) == [4, 5, 6]
+    for step in (4, 5, 6):   # cuDNN picks kernels per run: close, not bit-equal
+        assert resumed.logs[step]["train/loss"] == pytest.approx(straight.logs[step]["train/loss"], rel=2e-2)

@@ -138,3 +138,25 @@ def test_drl_equals_plain_cps_before_the_ramp() -> None:
     s0 = _rrn_scalars(w_drl=0.0)
     assert s0["drl_ramp"] == 0.0
     assert s0["loss_drl"] == pytest.approx(s0["loss_cps"], rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["cps", "fixmatch", "rrn"])
+def test_step_under_bf16_autocast_matches_fp32(name: str) -> None:
+    # CPU autocast stands in for the CUDA AMP path: every loss must cope with bf16
+    # logits and critic outputs (casts to float32 where it matters) and stay close.
+    losses = {}
+    for dtype in (None, torch.bfloat16):
+        cfg = tiny_config(name, conf_thresh=0.0, tau_region=0.0)
+        method = build_method(cfg, NUM_CLASSES)
+        method.train()
+        seg_opt, disc_opt = build_optimizers(method, cfg)
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = method(make_batch(), StepContext(step=5, total_steps=10, epoch=2.0))
+        for key, value in out.scalars.items():
+            assert math.isfinite(float(value)), (dtype, key)
+        assert out.loss.dtype == torch.float32
+        apply_step(out, seg_opt, disc_opt, torch.amp.GradScaler("cpu", enabled=False))
+        assert all(torch.isfinite(p).all() for p in method.parameters())
+        losses[dtype] = float(out.loss.detach())
+    assert losses[torch.bfloat16] == pytest.approx(losses[None], rel=5e-2)
