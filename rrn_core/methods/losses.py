@@ -15,6 +15,7 @@ rounding can move a boundary.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,7 @@ def top_fraction_regions(region_probs: Tensor, fraction: float) -> Tensor:
     return grid >= kth
 
 
-def local_selection_loss(logits: Tensor, pseudo: Tensor, keep: Tensor, per: str = "kept",
+def local_selection_loss(logits: Tensor, pseudo: Tensor, keep: Tensor, per: Literal["kept", "valid"] = "kept",
                          ignore_index: int = IGNORE_INDEX) -> Tensor:
     """L = sum_i m_i l_i / max(1, N), m_i = keep_i * [y^_i != ignore], l_i = CE(x_i, y^_i).
 
