@@ -102,6 +102,16 @@ class DiscriminatorConfig(StrictModel):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     lr: float = Field(1e-4, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.99)
+    # What the critic learns (see docs/method.md, "Critics"):
+    # "adversarial" (the release): real = one-hot ground truth, fake = the branch's
+    #   softmax map. A critic can win this by spotting one-hot inputs, and then scores
+    #   every prediction near 0 whatever its quality.
+    # "accuracy" (ours): on labeled images, predict for each region whether the
+    #   branch's own argmax is right on at least `good_accuracy` of its pixels (the
+    #   target is known there); its score is then a learned region-level estimate of
+    #   pseudo-label quality on unlabeled images.
+    objective: Literal["adversarial", "accuracy"] = "accuracy"
+    good_accuracy: float = Field(0.9, gt=0.0, le=1.0)
 
 
 class MethodConfig(StrictModel):
@@ -126,6 +136,13 @@ class MethodConfig(StrictModel):
     cross_check: bool = True
     drl: bool = True
     feature_matching: bool = True
+    # Collapse guard (ours, from Mean Teacher / CCT): the weight of every unlabeled
+    # term ramps from 0 to 1 as exp(-5 (1 - t / T)^2) over the first `unsup_rampup`
+    # of training (T as a fraction of optim.iters; 0 = full weight from step 0, as the
+    # release does with pretrained backbones). From scratch, full weight at step 0
+    # trains each branch on the other's near-uniform argmax, which is the majority
+    # class everywhere, and both branches lock into predicting background.
+    unsup_rampup: float = Field(0.3, ge=0.0, le=1.0)
     conf_thresh: float = Field(0.95, ge=0.0, le=1.0)
     w_unsup: float = Field(1.0, ge=0.0)
     discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)

@@ -27,11 +27,13 @@ from torch.utils.data.distributed import DistributedSampler
 from rrn_core.config import IGNORE_INDEX, EvalConfig
 from rrn_core.data.transforms import denormalize
 
-__all__ = ["EvalResult", "PredictionSample", "evaluate", "predict_probs"]
+__all__ = ["COLLAPSE_SHARE", "EvalResult", "PredictionSample", "evaluate", "predict_probs"]
 
 # MLflow accepts letters, digits, "_", "-", ".", " ", "/" in metric names; class names of
 # other data sets ("car (parked)", "a&b") would otherwise fail at log time.
 _UNSAFE_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
+# Predictions with at least this share of pixels in one class count as collapsed.
+COLLAPSE_SHARE = 0.99
 
 
 @dataclass
@@ -81,9 +83,26 @@ class EvalResult:
         total = self.confusion.sum()
         return float(np.trace(self.confusion) / total) if total > 0 else float("nan")
 
+    @property
+    def dominant_share(self) -> float:
+        """Share of the scored pixels predicted as the most predicted class."""
+        predicted = self.confusion.sum(0)
+        total = predicted.sum()
+        return float(predicted.max() / total) if total > 0 else float("nan")
+
+    @property
+    def collapsed(self) -> bool:
+        """The predictions cover one class (at least COLLAPSE_SHARE of the pixels).
+
+        A collapsed model scores the majority class's IoU / C (e.g. 0.127 on the
+        synthetic set: background only) and must never be read as a result.
+        """
+        return self.dominant_share >= COLLAPSE_SHARE
+
     def as_metrics(self, prefix: str = "val/") -> dict[str, float]:
         """Flat metric dict as reported to Tune and MLflow; classes with nan IoU are left out."""
-        metrics = {f"{prefix}mIoU": self.miou, f"{prefix}pixel_acc": self.pixel_acc}
+        metrics = {f"{prefix}mIoU": self.miou, f"{prefix}pixel_acc": self.pixel_acc,
+                   f"{prefix}dominant_share": self.dominant_share}
         for name, iou in zip(self.class_names, self.per_class_iou):
             if not np.isnan(iou):
                 metrics[f"{prefix}IoU/{_UNSAFE_METRIC_CHARS.sub('_', name)}"] = float(iou)

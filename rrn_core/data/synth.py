@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from rrn_core.config import IGNORE_INDEX
 from rrn_core.data.errors import DataError
@@ -53,6 +53,11 @@ class Mode:
     contrast: float
 
 
+FAMILIES = ("textures", "shapes")
+# The "shapes" family's class-defining outlines (class k >= 1 is SHAPE_KINDS[(k - 1) % 6]).
+SHAPE_KINDS = ("disc", "triangle", "square", "cross", "ring", "star")
+
+
 @dataclass(frozen=True)
 class SynthSpec:
     num_classes: int
@@ -62,6 +67,7 @@ class SynthSpec:
     seed: int
     grayscale: bool
     version: int = FORMAT_VERSION
+    family: str = "textures"
 
 
 def class_modes(num_classes: int, seed: int) -> list[list[Mode]]:
@@ -147,8 +153,64 @@ def _border(label: np.ndarray) -> np.ndarray:
     return edge
 
 
+def _outline(kind: str, yy: np.ndarray, xx: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Boolean region of one class-defining outline, randomly placed, scaled and rotated.
+
+    The boundary is displaced by low-frequency noise (about 1.5 px), so no class has
+    a clean edge; colour says nothing about the class.
+    """
+    cy, cx = rng.uniform(0.15, 0.85, 2) * size
+    radius = rng.uniform(0.14, 0.28) * size
+    rot = rng.uniform(0, 2 * np.pi)
+    wobble = (_smooth_noise(size, 6, rng, channels=1)[..., 0] - 0.5) * 3.0
+    dy, dx = yy - cy + wobble, xx - cx - wobble
+    v = (-dx * np.sin(rot) + dy * np.cos(rot)) / radius
+    u = (dx * np.cos(rot) + dy * np.sin(rot)) / radius
+    r, theta = np.hypot(u, v), np.arctan2(v, u)
+    if kind == "disc":
+        return r <= 1.0
+    if kind == "triangle":
+        sector = np.mod(theta, 2 * np.pi / 3) - np.pi / 3
+        return r * np.cos(sector) <= 0.55
+    if kind == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.75
+    if kind == "cross":
+        return ((np.abs(u) <= 0.28) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 0.28) & (np.abs(u) <= 1.0))
+    if kind == "ring":
+        return (r <= 1.0) & (r >= 0.55)
+    return r <= 0.5 + 0.45 * np.cos(5 * theta) ** 2  # star
+
+
+def render_shapes_sample(index: int, spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The "shapes" family: the class is the outline only (disc, triangle, ...), drawn in a
+    random colour only slightly off the local background (low contrast), with noisy
+    boundaries, blur and sensor noise. A pure function of (seed, index)."""
+    rng = np.random.default_rng([spec.seed, index, 31337])
+    size = spec.size
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    base = rng.uniform(70, 180, 3).astype(np.float32)
+    image = base * (0.7 + 0.6 * _smooth_noise(size, int(rng.integers(3, 8)), rng))
+    label = np.zeros((size, size), dtype=np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        cls = int(rng.integers(1, spec.num_classes))
+        region = _outline(SHAPE_KINDS[(cls - 1) % len(SHAPE_KINDS)], yy, xx, size, rng)
+        if not region.any():
+            continue
+        delta = rng.uniform(22, 45) * rng.choice([-1.0, 1.0], 3) * rng.uniform(0.5, 1.0, 3)
+        paint = image + delta.astype(np.float32)
+        image[region] = paint[region]
+        label[region] = cls
+    blurred = np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(radius=float(rng.uniform(0.6, 1.4)))), dtype=np.float32)
+    blurred += rng.normal(0, rng.uniform(6, 14), blurred.shape)
+    label[_border(label)] = IGNORE_INDEX
+    return np.clip(blurred, 0, 255).astype(np.uint8), label
+
+
 def render_sample(index: int, spec: SynthSpec, modes: list[list[Mode]]) -> tuple[np.ndarray, np.ndarray]:
     """One image (uint8[S,S,3]) and its label (uint8[S,S]); a pure function of (seed, index)."""
+    if spec.family == "shapes":
+        return render_shapes_sample(index, spec)
     rng = np.random.default_rng([spec.seed, index])
     size = spec.size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -208,8 +270,12 @@ def _existing_spec(out: Path) -> SynthSpec | None:
 
 def generate_synthetic(out: str | Path, num_classes: int = 6, num_train: int = 400, num_val: int = 100,
                        size: int = 96, seed: int = 0, grayscale: bool = False, overwrite: bool = False,
-                       progress: Callable[[int, int], None] | None = None) -> Path:
+                       progress: Callable[[int, int], None] | None = None, family: str = "textures") -> Path:
     """Write the synthetic set to `out` (VOC layout) and return its path.
+
+    `family` picks the generator: "textures" (classes told apart by combinations of
+    colour, texture and scale) or "shapes" (classes told apart by outline only, low
+    contrast, noisy boundaries); two generators so no default is tuned to one set.
 
     An existing set with the same parameters is reused as is (demos and
     concurrent trials may all ask for it); a different synthetic set there is
@@ -223,7 +289,9 @@ def generate_synthetic(out: str | Path, num_classes: int = 6, num_train: int = 4
         raise ValueError("num_train and num_val must be at least 1")
     if size < 16:
         raise ValueError(f"size must be at least 16, got {size}")
-    spec = SynthSpec(num_classes, num_train, num_val, size, seed, grayscale)
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    spec = SynthSpec(num_classes, num_train, num_val, size, seed, grayscale, family=family)
     out = Path(out).expanduser()
     existing = _existing_spec(out)
     if existing == spec:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrn_core.config import IGNORE_INDEX, RunConfig
+from rrn_core.methods.losses import sigmoid_rampup
 
 
 @dataclass
@@ -87,18 +88,9 @@ def mixed_pseudo_labels(branch: nn.Module, u_a: Tensor, u_b: Tensor, box: Tensor
     return mixed, conf, pseudo
 
 
-def pseudo_label_accuracy(pseudo: Tensor, gt: Tensor, where: Tensor | None = None) -> Tensor:
-    """Fraction of pseudo-labels equal to the ground truth, where both are known.
-
-    Only measurable on data whose unlabeled part has masks (the synthetic set, VOC's
-    SBD masks); NaN otherwise, so dashboards show a gap instead of a fake zero.
-    """
-    valid = (gt != IGNORE_INDEX) & (pseudo != IGNORE_INDEX)
-    if where is not None:
-        valid &= where
-    if not valid.any():
-        return torch.tensor(float("nan"), device=pseudo.device)
-    return (pseudo[valid] == gt[valid]).float().mean()
+def unsup_weight(method: Method, ctx: StepContext) -> float:
+    """The collapse guard: the ramp on every unlabeled term (`method.unsup_rampup`)."""
+    return sigmoid_rampup(ctx.progress, method.mcfg.unsup_rampup)
 
 
 def split_logits(logits: Tensor, n_first: int) -> tuple[Tensor, Tensor]:

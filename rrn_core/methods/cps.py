@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 
 from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput, cutmix,
-                                   mixed_pseudo_labels, pseudo_label_accuracy, split_logits)
+                                   mixed_pseudo_labels, split_logits, unsup_weight)
 from rrn_core.methods.losses import ce_loss, cps_loss
+from rrn_core.methods.signals import pseudo_label_accuracy
 
 
 @dataclass
@@ -22,6 +23,7 @@ class CPSTerms:
 
     sup: Tensor
     cps: Tensor
+    logits_labeled: list[Tensor]   # per branch, with gradient: f_k(x_l)
     logits_mixed: list[Tensor]     # per branch, with gradient: f_k(u_m)
     pseudo: list[Tensor]           # per branch: argmax of the mixed no-grad prediction
     ignore_mixed: Tensor
@@ -44,18 +46,21 @@ def cps_terms(method: Method, batch: Batch) -> CPSTerms:
         pseudo.append(labels)
 
     sup = x_l.new_zeros(())
-    logits_mixed = []
+    logits_labeled, logits_mixed = [], []
     for branch in method.branches:
         logits_l, logits_m = split_logits(branch(torch.cat([x_l, u_m])), x_l.shape[0])
         sup = sup + ce_loss(logits_l, y_l)
+        logits_labeled.append(logits_l)
         logits_mixed.append(logits_m)
     cps = cps_loss(logits_mixed[0], logits_mixed[1], pseudo[0], pseudo[1])
     scalars = {"loss_sup": sup.detach(), "loss_cps": cps.detach(),
                "pseudo_acc": pseudo_label_accuracy(pseudo[0], gt_m)}
-    return CPSTerms(sup, cps, logits_mixed, pseudo, ignore_m, gt_m, u_m, scalars)
+    return CPSTerms(sup, cps, logits_labeled, logits_mixed, pseudo, ignore_m, gt_m, u_m, scalars)
 
 
 class CPS(Method):
     def forward(self, batch: Batch, ctx: StepContext) -> StepOutput:
         t = cps_terms(self, batch)
-        return StepOutput(loss=t.sup + self.mcfg.w_cps * t.cps, scalars=t.scalars)
+        ramp = unsup_weight(self, ctx)
+        scalars = {**t.scalars, "unsup_ramp": torch.tensor(ramp)}
+        return StepOutput(loss=t.sup + ramp * self.mcfg.w_cps * t.cps, scalars=scalars)

@@ -176,6 +176,18 @@ def linear_rampup(progress: float, rampup: float) -> float:
     return float(min(1.0, max(0.0, progress / rampup)))
 
 
+def sigmoid_rampup(progress: float, rampup: float) -> float:
+    """lambda(t) = exp(-5 (1 - t / T)^2) for t < T, 1 after (Laine & Aila; Mean Teacher, CCT).
+
+    t = fraction of training done, T = `rampup`; 1 at once if T <= 0. The weight of
+    the unlabeled terms: near 0 while the branches' argmax is still near-uniform
+    noise, e^-5 = 0.0067 at t = 0, 0.29 at t = T/2.
+    """
+    if rampup <= 0 or progress >= rampup:
+        return 1.0
+    return float(math.exp(-5.0 * (1.0 - max(0.0, progress) / rampup) ** 2))
+
+
 def feature_matching_loss(feat_real: Tensor, feat_fake: Tensor) -> Tensor:
     """L = mean_{f,y,x} | mean_b phi(real)_b - mean_b phi(fake)_b |  (real side detached).
 
@@ -196,6 +208,22 @@ def discriminator_bce(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
     fake = logits_fake.float()
     return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
             + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+
+
+def region_accuracy_bce(logits: Tensor, region_acc: Tensor, known: Tensor, good_accuracy: float) -> Tensor:
+    """L_D = sum_r k_r BCE(sigma(z_r), [acc_r >= a*]) / max(1, sum_r k_r)   (ours: the accuracy critic).
+
+    z_r: the critic's region logits on the branch's own (detached) prediction of a
+    labeled image, acc_r: that prediction's pixel accuracy in region r, k_r: the region
+    has at least one labeled pixel, a* = `good_accuracy`. sigma(z_r) then estimates
+    P(region r's argmax is right on at least a* of its pixels), which is what the
+    selection loss needs to know about an unlabeled region.
+    """
+    z = _grid(logits).float()
+    target = (_grid(region_acc) >= good_accuracy).float()
+    weight = _grid(known).float()
+    bce = F.binary_cross_entropy_with_logits(z, target, reduction="none")
+    return (bce * weight).sum() / weight.sum().clamp(min=1)
 
 
 def confidence_masked_ce(logits: Tensor, pseudo: Tensor, confidence: Tensor, threshold: float,

@@ -19,15 +19,19 @@ from torch import Tensor, nn
 
 from rrn_core.config import IGNORE_INDEX
 from rrn_core.data.transforms import denormalize
-from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput,
-                                   pseudo_label_accuracy, softmax, unwrap)
-from rrn_core.methods.cps import cps_terms
+from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput, softmax, unsup_weight,
+                                   unwrap)
+from rrn_core.methods.cps import CPSTerms, cps_terms
 from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss, effective_region_fraction,
                                      feature_matching_loss, linear_rampup,
                                      local_selection_loss, one_hot, per_region_ce,
-                                     region_agreement, region_reliability,
+                                     region_accuracy_bce, region_agreement, region_reliability,
                                      region_scores_to_pixels, threshold_regions,
                                      top_fraction_regions)
+from rrn_core.methods.signals import critic_auroc, pseudo_label_accuracy, region_accuracy
+
+# The critic_auroc signal's definition of a good region: pseudo-labels right on >= 90 %.
+GOOD_REGION_ACCURACY = 0.9
 
 
 @contextmanager
@@ -86,8 +90,7 @@ class RRN(Method):
         keep = [region_scores_to_pixels(r, size) for r in trusted_own]
 
         scalars = dict(t.scalars)
-        scalars["regions_kept"] = torch.stack([r.float().mean() for r in trusted_own]).mean()
-        scalars["pseudo_acc_kept"] = pseudo_label_accuracy(t.pseudo[0], t.gt_mixed, keep[0])
+        scalars.update(self.health(own, trusted_own, keep, t))
 
         # Step 6: per-region reliability w_r = a_r * s_r(D1) * s_r(D2).
         preds = [logits.detach().argmax(1) for logits in t.logits_mixed]
@@ -97,28 +100,29 @@ class RRN(Method):
         scalars["region_weight_spread"] = effective_region_fraction(weights)
         scalars["region_agreement"] = agreement.mean()
 
-        self_training = ctx.epoch >= mc.warmup_epochs
-        cps = t.cps
-        loss = t.sup
-        if self_training:
+        ramp = unsup_weight(self, ctx)
+        scalars["unsup_ramp"] = torch.tensor(ramp)
+        cross_sup = t.cps
+        unsup = x_l.new_zeros(())
+        if ctx.epoch >= mc.warmup_epochs:
             if mc.drl:
                 region_losses = (per_region_ce(t.logits_mixed[0], t.pseudo[1], dc.regions_per_side)
                                  + per_region_ce(t.logits_mixed[1], t.pseudo[0], dc.regions_per_side))
-                ramp = min(1.0, mc.w_drl * linear_rampup(ctx.progress, mc.drl_rampup))
-                cps = dynamic_region_loss(region_losses, weights, ramp)
-                scalars["loss_drl"] = cps.detach()
-                scalars["drl_ramp"] = torch.tensor(ramp)
+                drl_share = min(1.0, mc.w_drl * linear_rampup(ctx.progress, mc.drl_rampup))
+                cross_sup = dynamic_region_loss(region_losses, weights, drl_share)
+                scalars["loss_drl"] = cross_sup.detach()
+                scalars["drl_ramp"] = torch.tensor(drl_share)
             select = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], keep[k], mc.select_per)
                          for k in (0, 1))
             scalars["loss_select"] = select.detach()
-            loss = loss + mc.w_select * select
+            unsup = unsup + mc.w_select * select
             if mc.cross_check:
                 both = [region_scores_to_pixels(trusted_own[k] & self.trusted(other[k]), size) for k in (0, 1)]
                 cross = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], both[k], mc.select_per)
                             for k in (0, 1))
                 scalars["loss_cross"] = cross.detach()
-                loss = loss + mc.w_select * cross
-        loss = loss + mc.w_cps * cps
+                unsup = unsup + mc.w_select * cross
+        unsup = unsup + mc.w_cps * cross_sup
 
         # Step 7: feature matching through frozen critics.
         real = one_hot(y_l, num_classes)
@@ -130,16 +134,44 @@ class RRN(Method):
                         feat_real = critics[k](real, image_l)[1]
                     fm = fm + feature_matching_loss(feat_real, critics[k](probs[k], image_m)[1])
             scalars["loss_fm"] = fm.detach()
-            loss = loss + mc.w_fm * fm
+            unsup = unsup + mc.w_fm * fm
+        loss = t.sup + ramp * unsup
 
-        # Step 9: the critics' own objective, on detached predictions; one forward
-        # per critic (real and fake concatenated) so a DDP-wrapped critic is happy.
-        disc_loss = x_l.new_zeros(())
-        n_real = real.shape[0]
+        disc_loss = self.critic_loss(real, y_l, probs, t, image_l, image_m)
+        scalars["loss_disc"] = disc_loss.detach()
+        return StepOutput(loss=loss, disc_loss=disc_loss, scalars=scalars)
+
+    def critic_loss(self, real: Tensor, y_l: Tensor, probs: list[Tensor], t: CPSTerms, image_l: Tensor | None,
+                    image_m: Tensor | None) -> Tensor:
+        """Step 9, the critics' own objective, on detached predictions; one forward per
+        critic (real and fake concatenated) so a DDP-wrapped critic is happy."""
+        dc = self.mcfg.discriminator
+        total = real.new_zeros(())
         for k, critic in enumerate(self.discriminators):
+            if dc.objective == "accuracy":
+                # (ours) The branch's own labeled prediction, scored against the truth.
+                logits_l = t.logits_labeled[k].detach()
+                acc, known = region_accuracy(logits_l.argmax(1), y_l, dc.regions_per_side)
+                z = critic(softmax(logits_l), image_l)[0]
+                total = total + region_accuracy_bce(z, acc, known, dc.good_accuracy)
+                continue
             inputs = torch.cat([real, probs[k].detach()])
             images = torch.cat([image_l, image_m]) if dc.with_image else None
             logits = critic(inputs, images)[0]
-            disc_loss = disc_loss + discriminator_bce(logits[:n_real], logits[n_real:])
-        scalars["loss_disc"] = disc_loss.detach()
-        return StepOutput(loss=loss, disc_loss=disc_loss, scalars=scalars)
+            total = total + discriminator_bce(logits[:real.shape[0]], logits[real.shape[0]:])
+        return total
+
+    def health(self, own: list[Tensor], trusted: list[Tensor], keep: list[Tensor],
+               t: CPSTerms) -> dict[str, Tensor]:
+        """What the critics know: kept share, pseudo-label accuracy on kept and rejected
+        pixels, and the AUROC of s_r for regions whose pseudo-labels are >= 90 % right."""
+        dc = self.mcfg.discriminator
+        gt = t.gt_mixed
+        aurocs = torch.stack([critic_auroc(own[k], t.pseudo[k], gt, dc.regions_per_side, GOOD_REGION_ACCURACY)
+                              for k in (0, 1)])
+        return {
+            "regions_kept": torch.stack([r.float().mean() for r in trusted]).mean(),
+            "pseudo_acc_kept": pseudo_label_accuracy(t.pseudo[0], gt, keep[0]),
+            "pseudo_acc_rejected": pseudo_label_accuracy(t.pseudo[0], gt, ~keep[0]),
+            "critic_auroc": aurocs.nanmean(),
+        }

@@ -98,3 +98,21 @@ def test_generation_is_fast(tmp_path: Path) -> None:
     generate_synthetic(tmp_path / "f", num_classes=6, num_train=100, num_val=20, size=96)
     # 500 images of 96x96 take ~2 s on one laptop core; 120 must stay far below 6 s on CI.
     assert time.perf_counter() - start < 6.0
+
+
+def test_shapes_family_is_a_different_deterministic_set(tmp_path: Path) -> None:
+    """The second generator: same layout and reuse rules, classes by outline, its own images."""
+    a = generate_synthetic(tmp_path / "a", seed=0, family="shapes", **SMALL)
+    b = generate_synthetic(tmp_path / "b", seed=0, family="shapes", **SMALL)
+    textures = generate_synthetic(tmp_path / "t", seed=0, **SMALL)
+    assert file_bytes(a) == file_bytes(b)
+    assert file_bytes(a)["JPEGImages/img_000000.jpg"] != file_bytes(textures)["JPEGImages/img_000000.jpg"]
+    seen: set[int] = set()
+    for mask_path in sorted((a / "SegmentationClass").glob("*.png")):
+        seen |= set(np.unique(np.asarray(Image.open(mask_path))).tolist())
+    assert seen == {0, 1, 2, 3, 4, 255}  # every class appears, outlines are ignore
+    assert check_dataset(DataConfig(root=str(a), num_classes=5, crop_size=32, label_ratio=0.25)) == []
+    with pytest.raises(DataError):  # a set of the other family is not silently reused
+        generate_synthetic(a, seed=0, **SMALL)
+    with pytest.raises(ValueError, match="family"):
+        generate_synthetic(tmp_path / "x", family="stripes", **SMALL)

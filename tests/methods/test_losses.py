@@ -24,10 +24,12 @@ from rrn_core.methods.losses import (
     one_hot,
     per_pixel_ce,
     per_region_ce,
+    region_accuracy_bce,
     region_agreement,
     region_mean,
     region_reliability,
     region_scores_to_pixels,
+    sigmoid_rampup,
     threshold_regions,
     top_fraction_regions,
 )
@@ -249,3 +251,28 @@ def test_effective_region_fraction() -> None:
     # two equal regions of four: (2w)^2 / (4 * 2w^2) = 1/2
     assert float(effective_region_fraction(torch.tensor([[[1.0, 0.0], [1.0, 0.0]]]))) == pytest.approx(0.5)
     assert float(effective_region_fraction(torch.zeros(1, 2, 2))) == 1.0
+
+
+@pytest.mark.parametrize(("progress", "rampup", "expected"), [
+    (0.0, 0.5, math.exp(-5.0)),          # exp(-5 (1 - 0)^2)
+    (0.25, 0.5, math.exp(-5.0 * 0.25)),  # t/T = 1/2: exp(-5/4)
+    (0.5, 0.5, 1.0), (0.9, 0.5, 1.0),    # done ramping
+    (0.3, 0.0, 1.0),                     # no ramp: full weight at once
+])
+def test_sigmoid_rampup(progress: float, rampup: float, expected: float) -> None:
+    assert sigmoid_rampup(progress, rampup) == pytest.approx(expected)
+
+
+def test_region_accuracy_bce() -> None:
+    # Two regions known, one not. Region 0: acc 0.95 >= 0.9 -> target 1, z = 0:
+    # BCE = ln 2. Region 1: acc 0.5 -> target 0, z = ln 3: BCE = ln(1 + 3) = ln 4.
+    # Region 2 is unknown (no labeled pixel) and must not count whatever its z.
+    z = torch.tensor([[[0.0, math.log(3.0), 100.0]]])
+    acc = torch.tensor([[[0.95, 0.5, 0.0]]])
+    known = torch.tensor([[[True, True, False]]])
+    loss = region_accuracy_bce(z, acc, known, good_accuracy=0.9)
+    assert float(loss) == pytest.approx((math.log(2.0) + math.log(4.0)) / 2)
+    # Exactly at the threshold counts as good: acc 0.9 -> target 1, z = 0 -> ln 2.
+    edge = region_accuracy_bce(torch.zeros(1, 1, 1), torch.full((1, 1, 1), 0.9),
+                               torch.ones(1, 1, 1, dtype=torch.bool), 0.9)
+    assert float(edge) == pytest.approx(math.log(2.0))

@@ -1,0 +1,70 @@
+"""Health signals: numbers that say whether a method is doing what it claims.
+
+None of these is trained on. They answer the questions a result must survive: are
+the pseudo-labels right (where the unlabeled ground truth is known: the synthetic
+set, VOC's SBD masks), do RRN's critics know which regions are right, and do the
+predictions still cover more than one class. NaN means "not measurable here", so a
+dashboard shows a gap instead of a fake number.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rrn_core.config import IGNORE_INDEX
+from rrn_core.methods.losses import region_mean
+
+
+def pseudo_label_accuracy(pseudo: Tensor, gt: Tensor, where: Tensor | None = None) -> Tensor:
+    """acc = #{i: y^_i = y_i} / #{i: y_i, y^_i known (and where_i)}; NaN if that set is empty."""
+    valid = (gt != IGNORE_INDEX) & (pseudo != IGNORE_INDEX)
+    if where is not None:
+        valid = valid & where.bool()
+    count = valid.sum()
+    correct = ((pseudo == gt) & valid).sum()
+    return torch.where(count > 0, correct.float() / count.clamp(min=1).float(),
+                       torch.full((), float("nan"), device=pseudo.device))
+
+
+def region_accuracy(pred: Tensor, gt: Tensor, regions_per_side: int) -> tuple[Tensor, Tensor]:
+    """(acc_r, known_r): pixel accuracy of `pred` in each region where the ground truth is
+    known, and whether region r has any such pixel.  [B,R,R] float, [B,R,R] bool."""
+    valid = (gt != IGNORE_INDEX) & (pred != IGNORE_INDEX)
+    acc = region_mean((pred == gt).float(), valid, regions_per_side)
+    known = region_mean(valid.float(), torch.ones_like(valid), regions_per_side) > 0
+    return acc, known
+
+
+def binary_auroc(scores: Tensor, positive: Tensor) -> Tensor:
+    """AUROC = P(s_pos > s_neg) + P(s_pos = s_neg) / 2 (Mann-Whitney U / (n_pos n_neg)).
+
+    Computed from mid-ranks, so tied scores count half. 0.5 = the scores carry no
+    information about `positive`, 1 = every positive outranks every negative. NaN when
+    either side is empty.
+    """
+    s = scores.detach().flatten().double()
+    pos = positive.flatten().bool()
+    n_pos, n = int(pos.sum()), s.numel()
+    n_neg = n - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return torch.tensor(float("nan"), device=scores.device)
+    order = s.argsort()
+    sorted_s = s[order]
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)
+    # Mid-ranks: every member of a tie group gets the group's mean rank.
+    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    mid = ends - (counts.double() - 1) / 2
+    ranks[order] = mid[inverse]
+    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2
+    return (u / (n_pos * n_neg)).float()
+
+
+def critic_auroc(scores: Tensor, pseudo: Tensor, gt: Tensor, regions_per_side: int,
+                 good_accuracy: float = 0.9) -> Tensor:
+    """AUROC of region scores s_r for telling regions whose pseudo-label accuracy is at
+    least `good_accuracy` from the rest; regions without known ground truth are left out."""
+    acc, known = region_accuracy(pseudo, gt, regions_per_side)
+    return binary_auroc(scores[known], acc[known] >= good_accuracy)
