@@ -6,7 +6,6 @@ answers at once.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -15,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,7 +39,7 @@ def _env_tracking_uri() -> str | None:
 
 def _store_uri(tracking_uri: str | None) -> str:
     """Resolve the store without creating an empty database as a side effect of reading."""
-    from orchestration.tracking import resolve_tracking_uri, sqlite_path
+    from orchestration.mlflow_store import resolve_tracking_uri, sqlite_path
 
     if tracking_uri is None:
         from orchestration.storage import default_tracking_uri
@@ -61,38 +61,11 @@ def _store_uri(tracking_uri: str | None) -> str:
         raise _fail(str(err)) from None
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _summary_table(df: Any, title: str):  # -> rich.table.Table
-    from rich.table import Table
-
-    params: list[str] = df.attrs.get("params", [])
-    use_count = df["label_ratio"].isna().all() and df["label_count"].notna().any()
-    table = Table(title=title)
-    table.add_column("trial")
-    table.add_column("method")
-    table.add_column("labels" if use_count else "ratio", justify="right")
-    table.add_column("seed", justify="right")
-    table.add_column("params")
-    table.add_column("mIoU best", justify="right")
-    table.add_column("mIoU final", justify="right")
-    table.add_column("status")
-    for _, row in df.iterrows():
-        amount = row["label_count"] if use_count else row["label_ratio"]
-        seed = row["seed"]
-        table.add_row(
-            str(row["trial_id"]), str(row["method"]),
-            _fmt(int(amount) if use_count and not math.isnan(amount) else amount),
-            _fmt(int(seed) if not math.isnan(seed) else seed),
-            ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(row[k])}" for k in params),
-            _fmt(row["miou_best"]), _fmt(row["miou_final"]), str(row["status"]))
-    return table
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    markdown = "markdown"
+    json = "json"
 
 
 def report(
@@ -101,21 +74,23 @@ def report(
     experiment: Annotated[str, typer.Option("--experiment", "-e",
                                             help="MLflow experiment of the sweep.")] = "rrn",
     out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Folder for summary.csv and label_efficiency.png. "
+        "--out", "-o", help="Folder for summary.csv, summary.md, summary.html and the plots. "
         "Default: $RRN_HOME/reports/<sweep>/.")] = None,
+    fmt: Annotated[Format, typer.Option(
+        "--format", "-f", help="table: for reading (fits the terminal); csv, markdown, json: "
+        "the same summary on stdout for other tools (file paths then go to stderr).",
+    )] = Format.table,
 ) -> None:
-    """Show a sweep's trials (method, ratio, seed, params, mIoU); write its CSV and plot."""
+    """Show a sweep: method x label-amount means, every trial (collapsed ones flagged); write
+    its CSV, Markdown and HTML summary and the plots."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from rich.console import Console
 
-    from orchestration.report import (
-        SweepNotFound,
-        find_sweep_run,
-        label_efficiency_plot,
-        summarize_run,
-    )
+    from orchestration.report import SweepNotFound, find_sweep_run, summarize_run
+    from orchestration.report_format import print_report, render
     from orchestration.storage import redact_text, rrn_home
+    from orchestration.summary_page import write_summary_files
 
     uri = _store_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri)
@@ -128,22 +103,25 @@ def report(
         raise _fail(f"cannot read {redact_text(uri)}: {err.message}") from None
     if out is None:
         out = rrn_home() / "reports" / sweep
-    csv_path, png_path = out / "summary.csv", out / "label_efficiency.png"
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        df.to_csv(csv_path, index=False)
-        label_efficiency_plot(df, png_path)
+        files = write_summary_files(df, out)
     except OSError as err:
         raise _fail(f"cannot write the report to {out}: {err}") from None
 
-    console = Console()
-    title = f"sweep {sweep} ({len(df)} trials, run {parent.info.run_id}, {parent.info.status})"
-    if df.empty:
-        console.print(f"{title}: no trials logged yet")
+    title = f"sweep {sweep}: {len(df)} trials, run {parent.info.run_id} ({parent.info.status})"
+    if fmt is Format.table:
+        console = Console()
+        print_report(console, df, title)
+        paths = console
     else:
-        console.print(_summary_table(df, title))
-    console.print(f"table: {csv_path}", soft_wrap=True)  # whole paths, to copy and paste
-    console.print(f"plot:  {png_path}", soft_wrap=True)
+        sys.stdout.write(render(df, fmt.value, title))
+        sys.stdout.flush()
+        paths = Console(stderr=True)
+    # whole paths, to copy and paste
+    paths.print(f"table: {files['csv']}", soft_wrap=True, highlight=False)
+    paths.print(f"page:  {files['html']}", soft_wrap=True, highlight=False)
+    paths.print(f"plot:  {files['png']}", soft_wrap=True, highlight=False)
+    paths.print(f"plot:  {files['class_iou']}", soft_wrap=True, highlight=False)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -174,7 +152,7 @@ def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
 
 def ui_command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     """The `mlflow server` command line serving store `uri` and its artifacts."""
-    from orchestration.tracking import local_artifact_root
+    from orchestration.mlflow_store import local_artifact_root
 
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", host, "--port", str(port), "--workers", str(workers)]
@@ -187,17 +165,48 @@ def ui_command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     return cmd
 
 
+#: Environment of the UI's `mlflow server`: no telemetry, and no GenAI job runner (it
+#: starts extra worker processes that a runs browser never needs).
+UI_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def _print_links(uri: str, base: str, experiment: str, sweep: str | None) -> None:
+    """The direct links to the sweep's runs view and parent run (see ui_links)."""
+    from mlflow.exceptions import MlflowException
+
+    from orchestration.ui_links import find_links
+
+    try:
+        links = find_links(uri, experiment, sweep)
+    except MlflowException as err:
+        typer.echo(f"  (cannot list runs: {err.message})")
+        return
+    if links is None:
+        typer.echo(f"  experiment {experiment!r} has no runs yet")
+        return
+    if sweep and links.sweep is None:
+        typer.echo(f"  no sweep named {sweep!r} in experiment {experiment!r}")
+    for line in links.lines(base):
+        typer.echo(line)
+
+
 def ui(
+    sweep: Annotated[str | None, typer.Argument(
+        help="Sweep whose runs to link (default: the newest sweep of the experiment).")] = None,
     tracking_uri: TrackingOpt = None,
+    experiment: Annotated[str, typer.Option("--experiment", "-e",
+                                            help="MLflow experiment to link.")] = "rrn",
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = 5000,
     host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes "
                                       "the UI to the network.")] = "127.0.0.1",
     workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
 ) -> None:
-    """Start the MLflow UI on the project's tracking store (Ctrl-C stops it)."""
+    """Start the MLflow UI on the project's tracking store and print the direct link to a
+    sweep's runs and its parent run (Ctrl-C stops it)."""
     tracking_uri = tracking_uri or _env_tracking_uri()
     if tracking_uri is not None and tracking_uri.startswith(("http://", "https://")):
         typer.echo(f"{tracking_uri} is a tracking server already: open it in a browser.")
+        _print_links(tracking_uri, tracking_uri, experiment, sweep)
         return
     uri = _store_uri(tracking_uri) if tracking_uri is not None else _default_store_uri()
     if not _port_free(host, port):
@@ -206,20 +215,25 @@ def ui(
     cmd = ui_command(uri, host, port, workers)
     typer.echo(f"starting the MLflow UI for {uri} ...")
     # Own process group: mlflow spawns uvicorn workers, and stopping us must stop them all.
-    proc = subprocess.Popen(cmd, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-                            start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    proc = subprocess.Popen(cmd, env={**os.environ, **UI_ENV}, start_new_session=True)
+    # Ctrl-C (SIGINT) and SIGTERM both stop the server, even where the shell started us
+    # with SIGINT ignored (a background job of a script).
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if wait_http_ok(url + "/health", 120, proc):
             typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+            _print_links(uri, url, experiment, sweep)
+            sys.stdout.flush()  # a log file must show the links now, not at exit
         code = proc.wait()
     except KeyboardInterrupt:
         code = 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         stop_process_group(proc)
     if code != 0:
         raise _fail(f"mlflow server exited with code {code}")
+    typer.echo("MLflow UI stopped.")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -246,7 +260,7 @@ def stop_process_group(proc: subprocess.Popen, timeout_s: float = 10) -> None:
 
 def _default_store_uri() -> str:
     """The default store for the UI; an empty one is fine (it shows no runs yet)."""
-    from orchestration.tracking import resolve_tracking_uri
+    from orchestration.mlflow_store import resolve_tracking_uri
 
     return resolve_tracking_uri(None)
 

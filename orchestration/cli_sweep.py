@@ -87,24 +87,38 @@ def _run(space_file: Path, options: Any, hint: str = "") -> None:
 
 
 def _print_outcome(outcome: Any) -> None:
-    table = Table(title=f"sweep {outcome.name}", title_justify="left")
-    for column in ("trial", "grid point", "sampled", "metric", "status"):
-        table.add_column(column, overflow="fold")
+    """The trial table at the end: run names as in MLflow, collapsed trials flagged."""
+    from rich import box
+
+    from orchestration.naming import run_name
+    from orchestration.tags import RESULT_COLLAPSED
+
+    table = Table(title=f"sweep {outcome.name}", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("trial", "run", "metric", "status"):
+        table.add_column(column, overflow="fold", justify="right" if column == "metric" else "left")
+    collapsed = 0
     for t in sorted(outcome.trials, key=lambda t: (t.point, t.trial_id)):
-        grid = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.grid.items())
-        sampled = " ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float)
-                           else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.params.items())
+        name = run_name(str(t.grid.get("method.name", "")), t.grid, t.params).strip()
         metric = "-" if t.metric is None else f"{t.metric:.4f}"
         if t.status == "TERMINATED":
             state = "done" if t.fully_trained else "stopped early"
         else:
             state = "error" if t.status == "ERROR" else f"unfinished ({t.status.lower()})"
-        table.add_row(*(escape(cell) for cell in (t.trial_id, grid, sampled, metric, state)))
+        bad = bool(t.last.get(RESULT_COLLAPSED))
+        collapsed += bad
+        if bad:
+            state += ", COLLAPSED"
+        table.add_row(*(escape(cell) for cell in (t.trial_id, name, metric, state)),
+                      style="red" if bad else None)
     out.print(table)
+    if collapsed:
+        from orchestration.report_format import collapse_note
+
+        out.print(f"[red]{collapsed} trial(s) {escape(collapse_note())}[/]")
     out.print(f"results  {outcome.experiment_path}")
     if outcome.parent_run_id:
-        out.print(f"MLflow   parent run {outcome.parent_run_id}: `rrn ui` to browse, "
-                  f"`rrn report {outcome.name}` for the summary table and plot")
+        out.print(f"MLflow   parent run {outcome.parent_run_id}: `rrn ui {outcome.name}` to browse, "
+                  f"`rrn report {outcome.name}` for the summary table and plots")
 
 
 def register(app: typer.Typer) -> None:

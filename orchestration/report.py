@@ -18,8 +18,17 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from orchestration.storage import redact_text
-from orchestration.tracking import (
+from orchestration.mlflow_store import (
+    child_runs,
+    find_runs_by_tags,
+    resolve_tracking_uri,
+    search_all_runs,
+)
+from orchestration.tags import (
+    ROLE_SWEEP,
     TAG_CHECKPOINT,
+    TAG_COLLAPSED,
+    TAG_COLLAPSED_AT,
     TAG_GRID_KEYS,
     TAG_LABEL_COUNT,
     TAG_LABEL_RATIO,
@@ -32,21 +41,22 @@ from orchestration.tracking import (
     TAG_SPLIT_SEED,
     TAG_SWEEP,
     TAG_TRIAL_ID,
-    ROLE_SWEEP,
-    child_runs,
-    find_runs_by_tags,
-    resolve_tracking_uri,
-    sanitize_metric_key,
-    search_all_runs,
 )
 
 MIOU = "val/mIoU"
+DOMINANT_SHARE = "val/dominant_share"
+CLASS_IOU_PREFIX = "val/IoU/"
+#: Per-class IoU columns of the summary frame: `IoU/<class>` (the run's latest value).
+IOU_COLUMN_PREFIX = "IoU/"
 # Axes that already have their own columns; other grid keys become param columns.
 _OWN_COLUMNS = {"data.label_ratio", "data.label_count", "method.name", "runtime.seed",
                 "data.split_seed"}
-BASE_COLUMNS = ["trial_id", "method", "label_ratio", "label_count", "seed", "split_seed"]
-RESULT_COLUMNS = ["miou_best", "miou_final", "objective", "evals", "last_step", "status",
-                  "run_name", "run_id", "checkpoint"]
+BASE_COLUMNS = ["trial_id", "run_name", "method", "label_ratio", "label_count", "seed",
+                "split_seed"]
+RESULT_COLUMNS = ["miou_best", "miou_final", "objective", "best_step", "evals", "last_step",
+                  "dominant_share", "collapsed", "collapsed_at", "status", "run_id", "checkpoint"]
+#: Whole-number columns: nullable integers, so the CSV says `0`, not `0.0`.
+INT_COLUMNS = ["label_count", "seed", "split_seed", "best_step", "evals", "last_step"]
 
 
 class SweepNotFound(LookupError):
@@ -112,18 +122,24 @@ def param_columns(parent: Run) -> list[str]:
 
 
 def summarize_run(client: MlflowClient, parent: Run) -> pd.DataFrame:
-    """One row per child run of `parent`: grid axes, searched params, mIoU, status."""
+    """One row per child run of `parent`: grid axes, searched params, mIoU, collapse, status.
+
+    `attrs` carry the sweep's name, objective and param columns for the formatters.
+    """
     metric = parent.data.tags.get(TAG_METRIC, MIOU)
     mode = parent.data.tags.get(TAG_MODE, "max")
     params = param_columns(parent)
     rows = []
+    classes: list[str] = []
     for run in child_runs(client, parent):
         tags, run_id = run.data.tags, run.info.run_id
         miou_points = _history(client, run_id, MIOU)
         miou = [v for _, v in miou_points]
         objective = miou if metric == MIOU else [v for _, v in _history(client, run_id, metric)]
+        best_at = (miou_points[miou.index(max(miou))][0] if miou else math.nan)
         row: dict[str, Any] = {
             "trial_id": tags.get(TAG_TRIAL_ID, run_id),
+            "run_name": run.info.run_name,
             "method": tags.get(TAG_METHOD, ""),
             "label_ratio": _number(tags.get(TAG_LABEL_RATIO)),
             "label_count": _number(tags.get(TAG_LABEL_COUNT)),
@@ -135,16 +151,29 @@ def summarize_run(client: MlflowClient, parent: Run) -> pd.DataFrame:
             "miou_best": max(miou) if miou else math.nan,
             "miou_final": miou[-1] if miou else math.nan,
             "objective": _pick(objective, mode),
+            "best_step": best_at,
             "evals": len(miou),
             "last_step": miou_points[-1][0] if miou_points else math.nan,
+            "dominant_share": run.data.metrics.get(DOMINANT_SHARE, math.nan),
+            "collapsed": tags.get(TAG_COLLAPSED) == "true",
+            "collapsed_at": tags.get(TAG_COLLAPSED_AT, ""),
             "status": run.info.status,
-            "run_name": run.info.run_name,
             "run_id": run_id,
             "checkpoint": tags.get(TAG_CHECKPOINT, ""),
         })
+        for key, value in run.data.metrics.items():
+            if key.startswith(CLASS_IOU_PREFIX):
+                name = IOU_COLUMN_PREFIX + key[len(CLASS_IOU_PREFIX):]
+                row[name] = value
+                if name not in classes:
+                    classes.append(name)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=BASE_COLUMNS + params + RESULT_COLUMNS)
-    df.attrs.update(metric=metric, mode=mode, params=params)
+    df = pd.DataFrame(rows, columns=BASE_COLUMNS + params + RESULT_COLUMNS + classes)
+    df = df.astype({c: "Int64" for c in INT_COLUMNS})
+    df["collapsed"] = df["collapsed"].astype(bool)
+    df.attrs.update(metric=metric, mode=mode, params=params,
+                    sweep=parent.data.tags.get(TAG_SWEEP, parent.info.run_name),
+                    parent_run_id=parent.info.run_id, classes=classes)
     if df.empty:
         return df
     return df.sort_values(["method", "label_ratio", "label_count", "seed", "trial_id"],
@@ -180,99 +209,97 @@ def overall_best(df: pd.DataFrame, mode: str = "max") -> pd.Series | None:
 
 def group_file_stem(row: pd.Series) -> str:
     """`rrn_ratio0.125` / `cps_count92`: a file name for one (method, label amount)."""
+    from orchestration.tracking import sanitize_metric_key
+
     stem = str(row["method"]) or "trial"
-    if not math.isnan(row["label_ratio"]):
+    if not pd.isna(row["label_ratio"]):
         stem += f"_ratio{row['label_ratio']:g}"
-    elif not math.isnan(row["label_count"]):
+    elif not pd.isna(row["label_count"]):
         stem += f"_count{int(row['label_count'])}"
     return sanitize_metric_key(stem).replace(" ", "_")
 
 
+def amount_column(df: pd.DataFrame) -> str:
+    """The label-amount axis of a sweep: `label_ratio`, or `label_count` when only counts."""
+    return "label_ratio" if df["label_ratio"].notna().any() or not df["label_count"].notna().any() \
+        else "label_count"
+
+
+GROUP_COLUMNS = ["method", "x", "mean", "std", "n", "best", "best_trial", "best_run_name",
+                 "best_run_id", "collapsed", "trials"]
+
+
 def label_efficiency_data(df: pd.DataFrame, mode: str | None = None) -> pd.DataFrame:
-    """The points of the label-efficiency plot: one row per (method, label amount).
+    """One row per (method, label amount): the method x label-ratio table and plot points.
 
     Within each (method, amount, seed) the Optuna samples compete and only the best
-    (by the sweep's objective) counts; the seeds then give the mean and the spread
-    (sample std, 0 for one seed). `attrs["x"]` names the x axis column.
+    (by the sweep's objective) counts; the seeds then give the mean, the spread
+    (sample std, 0 for one seed) and n. `best*` name the best of those trials,
+    `collapsed` counts the group's trials whose last evaluation predicted one class,
+    `trials` all of the group's evaluated trials. `attrs["x"]` names the x column.
     """
     mode = mode or df.attrs.get("mode", "max")
-    x = "label_ratio" if df["label_ratio"].notna().any() else "label_count"
-    cols = ["method", "x", "mean", "std", "n"]
+    x = amount_column(df)
     done = df[df["objective"].notna() & df[x].notna() & df["miou_best"].notna()]
     if done.empty:
-        out = pd.DataFrame(columns=cols)
+        out = pd.DataFrame(columns=GROUP_COLUMNS)
         out.attrs["x"] = x
         return out
     picks = [_best_index(g["objective"], mode)
              for _, g in done.groupby(["method", x, "seed"], dropna=False)]
     best = done.loc[picks]
-    stats = best.groupby(["method", x])["miou_best"].agg(["mean", "std", "count"]).reset_index()
-    stats = stats.rename(columns={x: "x", "count": "n"})
-    stats["std"] = stats["std"].fillna(0.0)
-    out = stats[cols].sort_values(["method", "x"]).reset_index(drop=True)
+    rows = []
+    for (method, amount), group in best.groupby(["method", x], sort=True):
+        top = group.loc[_best_index(group["objective"], mode)]
+        every = done[(done["method"] == method) & (done[x] == amount)]
+        values = group["miou_best"].astype(float)
+        rows.append({
+            "method": method, "x": amount, "mean": float(values.mean()),
+            "std": float(values.std()) if len(values) > 1 else 0.0, "n": int(len(values)),
+            "best": float(top["miou_best"]), "best_trial": top["trial_id"],
+            "best_run_name": top["run_name"], "best_run_id": top["run_id"],
+            "collapsed": int(every["collapsed"].sum()), "trials": int(len(every)),
+        })
+    out = pd.DataFrame(rows, columns=GROUP_COLUMNS)
     out.attrs["x"] = x
     return out
 
 
-def label_efficiency_figure(df: pd.DataFrame):  # -> matplotlib.figure.Figure
-    """mIoU vs label amount, one line (mean, +-std band) per method."""
-    from matplotlib.figure import Figure
-
-    data = label_efficiency_data(df)
-    fig = Figure(figsize=(6.4, 4.4), dpi=120)
-    ax = fig.subplots()
-    if data.empty:
-        ax.text(0.5, 0.5, "no evaluated trials yet", ha="center", va="center",
-                transform=ax.transAxes)
-    for method, group in data.groupby("method", sort=True):
-        xs, mean, std = group["x"].to_numpy(float), group["mean"].to_numpy(float), \
-            group["std"].to_numpy(float)
-        ax.plot(xs, mean, marker="o", label=str(method))
-        ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
-    if data["x"].nunique() > 1 and (data["x"] > 0).all():
-        ax.set_xscale("log")
-        ax.minorticks_off()  # only the sweep's own ratios as ticks
-        ax.set_xticks(sorted(data["x"].unique()))
-        ax.set_xticklabels([f"{v:g}" for v in sorted(data["x"].unique())])
-    ax.set_xlabel("label ratio" if data.attrs["x"] == "label_ratio" else "labeled images")
-    ax.set_ylabel("val mIoU (best trial per seed; mean ± std over seeds)")
-    ax.set_title("Label efficiency")
-    ax.grid(True, alpha=0.3)
-    if not data.empty:
-        ax.legend(title="method")
-    fig.tight_layout()
-    return fig
+def ceiling(data: pd.DataFrame) -> pd.Series | None:
+    """Supervised with all the labels (ratio 1), when the sweep ran it: the upper bound
+    every semi-supervised method is measured against."""
+    if data.attrs.get("x") != "label_ratio" or data.empty:
+        return None
+    rows = data[(data["method"] == "supervised") & (data["x"].astype(float) >= 1.0)]
+    return None if rows.empty else rows.iloc[0]
 
 
-def label_efficiency_plot(df: pd.DataFrame, path: str | Path) -> None:
-    """Write the label-efficiency plot as a PNG (an empty sweep gives a labelled blank)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    label_efficiency_figure(df).savefig(path, format="png")
+def class_iou_data(df: pd.DataFrame, mode: str | None = None) -> pd.DataFrame:
+    """Mean per-class IoU per (method, label amount) over the best trial of each seed.
 
+    Rows are `method @ amount` labels, columns the class names; a class a group never
+    scored stays NaN.
+    """
+    mode = mode or df.attrs.get("mode", "max")
+    columns = [c for c in df.columns if c.startswith(IOU_COLUMN_PREFIX)]
+    x = amount_column(df)
+    done = df[df["objective"].notna() & df[x].notna()]
+    if done.empty or not columns:
+        return pd.DataFrame()
+    picks = [_best_index(g["objective"], mode)
+             for _, g in done.groupby(["method", x, "seed"], dropna=False)]
+    best = done.loc[picks]
+    table = best.groupby(["method", x])[columns].mean()
+    from orchestration.naming import axis_text
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub table (pandas' to_markdown needs `tabulate`, not worth a dependency)."""
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "" if math.isnan(value) else f"{value:.4g}"
-        return str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
-             "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
-              for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    key = "data.label_ratio" if x == "label_ratio" else "data.label_count"
+    table.index = [f"{m} {axis_text(key, a)}" for m, a in table.index]
+    table.columns = [c[len(IOU_COLUMN_PREFIX):] for c in columns]
+    return table
 
 
 def write_summary_files(df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """summary.csv / .md / .html and label_efficiency.png in `out_dir`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"csv": out / "summary.csv", "md": out / "summary.md",
-             "html": out / "summary.html", "png": out / "label_efficiency.png"}
-    df.to_csv(files["csv"], index=False)
-    files["md"].write_text(to_markdown(df))
-    df.to_html(files["html"], index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
-    label_efficiency_plot(df, files["png"])
-    return files
+    """summary.csv / .md / .html, label_efficiency.png and class_iou.png in `out_dir`."""
+    from orchestration.summary_page import write_summary_files as write
+
+    return write(df, out_dir)

@@ -19,6 +19,8 @@ trial against RRN at 1/2), hence `PerPointScheduler`: one ASHA per grid point.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import pickle
 from collections.abc import Mapping, Sequence
@@ -155,6 +157,18 @@ class GridSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+
+
+def point_seed(base_seed: int | None, point: Mapping[str, Any]) -> int | None:
+    """The sampler seed of one grid point: a hash of the sweep seed and the point's values.
+
+    Derived from the values, not the point's index, so adding a grid value leaves the
+    other points' proposals unchanged. None (unseeded) stays None.
+    """
+    if base_seed is None:
+        return None
+    text = json.dumps({"seed": base_seed, "point": dict(point)}, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 def is_fully_trained(result: Mapping[str, Any]) -> bool:

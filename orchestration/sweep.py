@@ -465,17 +465,22 @@ def _git_label() -> str | None:
 
 
 def make_searcher(prepared: PreparedSweep) -> GridSearcher:
-    """One seeded Optuna study per grid point.
+    """One seeded Optuna study per grid point, each with its own seed.
 
-    Every point's sampler gets the same seed on purpose: the first (random) proposals
-    are then identical across methods and ratios, a paired comparison.
+    With one seed for all points every study proposed the same values (the demo's six
+    points all tried lr 0.01062 and 0.01557): the "search" was a fixed list repeated.
+    Each point's seed is derived from the sweep's `search_alg.seed` and the point's
+    own values (`point_seed`), so points explore different values and a rerun of the
+    same space proposes exactly the same ones.
     """
-    from orchestration.searcher import GridSearcher
+    from orchestration.searcher import GridSearcher, point_seed
     from orchestration.space import build_sampler, to_optuna_distributions
 
     space = prepared.resolved.space
     distributions = to_optuna_distributions(space.search)
-    samplers = [build_sampler(space.search_alg) for _ in prepared.points] if distributions else None
+    base_seed = space.search_alg.seed
+    samplers = ([build_sampler(space.search_alg, seed=point_seed(base_seed, point))
+                 for point in prepared.points] if distributions else None)
     return GridSearcher(prepared.points, distributions, space.num_samples, space.metric, space.mode,
                         samplers=samplers, fingerprint=space_fingerprint(prepared))
 
@@ -531,6 +536,7 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
     tracking_uri = resolve_tracking_uri(prepared.tracking_uri)
     tracker = SweepTracker(tracking_uri, space.tracking.experiment, prepared.name)
     status = "FAILED"
+    progress: SweepProgress | None = None
     try:
         parent = tracker.start(prepared.resolved, git_commit=_git_label(), dataset_hash=dataset_hash,
                                split_hashes=split_hashes, resume=options.resume)
@@ -559,6 +565,8 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
         status = "KILLED"
         raise
     finally:
+        if progress is not None:
+            progress.close()  # the live status line must not outlive the sweep (Ctrl-C)
         try:
             if tracker.parent_run_id is not None:
                 tracker.log_summary()

@@ -23,12 +23,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag, ViewType
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.utils.validation import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
@@ -36,8 +34,53 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from orchestration.mlflow_store import (  # noqa: F401  (re-exported)
+    child_runs,
+    ensure_experiment,
+    find_runs_by_tags,
+    local_artifact_root,
+    resolve_tracking_uri,
+    search_all_runs,
+    sqlite_path,
+)
 from orchestration.storage import redact, redact_text
-from rrn_core.config import RunConfig, flatten
+from orchestration.ui_links import publish_view
+from orchestration.tags import (  # noqa: F401  (re-exported)
+    CONFIG_ARTIFACT,
+    ROLE_SWEEP,
+    ROLE_TRIAL,
+    TAG_BEST_RUN,
+    TAG_BEST_TRIAL,
+    TAG_CHECKPOINT,
+    TAG_COLLAPSED,
+    TAG_COLLAPSED_AT,
+    TAG_COLLAPSED_COUNT,
+    TAG_DATASET_HASH,
+    TAG_GIT_COMMIT,
+    TAG_GIT_COMMIT_MLFLOW,
+    TAG_GRID_KEYS,
+    TAG_LABEL_COUNT,
+    TAG_LABEL_RATIO,
+    TAG_METHOD,
+    TAG_METRIC,
+    TAG_MODE,
+    TAG_NOTE,
+    TAG_PARENT,
+    TAG_RESUMED,
+    TAG_ROLE,
+    TAG_RUN_COLOR,
+    TAG_SEARCH_KEYS,
+    TAG_SEED,
+    TAG_SPACE,
+    TAG_SPLIT_HASH_PREFIX,
+    TAG_SPLIT_SEED,
+    TAG_SWEEP,
+    TAG_TRIAL_COUNT,
+    TAG_TRIAL_ID,
+)
+from orchestration.naming import SWEEP_COLOR, method_color
+from orchestration.params import portable_tree, run_params
+from rrn_core.config import RunConfig
 from rrn_core.loop import TrainHooks
 
 if TYPE_CHECKING:
@@ -48,145 +91,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Tag keys: the report reads runs back through these, so they are the wire format.
-TAG_PARENT = "mlflow.parentRunId"
-TAG_ROLE = "rrn.role"
-TAG_SWEEP = "rrn.sweep"
-TAG_SPACE = "rrn.space"
-TAG_METRIC = "rrn.metric"
-TAG_MODE = "rrn.mode"
-TAG_SEARCH_KEYS = "rrn.search_keys"
-TAG_GRID_KEYS = "rrn.grid_keys"
-TAG_TRIAL_COUNT = "rrn.trial_count"
-TAG_GIT_COMMIT = "rrn.git_commit"
-TAG_DATASET_HASH = "rrn.dataset_hash"
-TAG_SPLIT_HASH_PREFIX = "rrn.split_hash."
-TAG_TRIAL_ID = "rrn.trial_id"
-TAG_METHOD = "rrn.method"
-TAG_LABEL_RATIO = "rrn.label_ratio"
-TAG_LABEL_COUNT = "rrn.label_count"
-TAG_SEED = "rrn.seed"
-TAG_SPLIT_SEED = "rrn.split_seed"
-TAG_CHECKPOINT = "rrn.checkpoint"
-TAG_RESUMED = "rrn.resumed"
-ROLE_SWEEP = "sweep"
-ROLE_TRIAL = "trial"
-CONFIG_ARTIFACT = "config.yaml"
-
 _METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. ]+")
 
 
-# --------------------------------------------------------------------------- store
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """Turn a space file's `tracking.uri` into an absolute URI every process agrees on.
-
-    Ray workers run in their own working directories, so a relative sqlite path would
-    silently open a different, empty store in each trial: paths become absolute here,
-    in the driver. A bare `*.db` path is read as a sqlite file.
-    """
-    if uri is None:
-        from orchestration.storage import default_tracking_uri
-
-        uri = default_tracking_uri()
-    uri = str(uri).strip()
-    scheme = urlparse(uri).scheme.lower()
-    if scheme.startswith("sqlite"):
-        raw = uri.split(":///", 1)[1] if ":///" in uri else ""
-        if not raw or raw == ":memory:":
-            raise ValueError(f"tracking uri {uri!r}: a sqlite store needs a file path")
-        path = Path(raw).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    if scheme == "file":
-        path = Path(urlparse(uri).path).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return path.as_uri()
-    if scheme == "" or (len(scheme) == 1 and ":\\" in uri):  # a plain path
-        path = Path(uri).expanduser().resolve()
-        if path.suffix == ".db":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return f"sqlite:///{path}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path.as_uri()
-    return uri  # http(s)://, postgresql://, databricks, ...: the server decides
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a sqlite store, or None for any other store."""
-    if not tracking_uri.lower().startswith("sqlite"):
-        return None
-    return Path(tracking_uri.split(":///", 1)[1])
-
-
-def local_artifact_root(tracking_uri: str) -> Path | None:
-    """Where a local (sqlite) store keeps artifacts: `mlartifacts/` next to the database.
-
-    MLflow's own default for a SQL store is `./mlruns` relative to whichever process
-    created the experiment, which scatters artifacts and hides them from `mlflow ui`
-    started elsewhere. Pinning the folder next to the db (= `$RRN_HOME/mlartifacts`
-    for the default store) makes the store self-contained and servable by `rrn ui`.
-    """
-    db = sqlite_path(tracking_uri)
-    return None if db is None else db.parent / "mlartifacts"
-
-
-def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
-    """Experiment id by name, created (or restored from the bin) when needed."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    root = local_artifact_root(tracking_uri)
-    location = None
-    if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-        location = root.resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:
-        # another process created it between our lookup and create
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def search_all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
-                    order_by: list[str] | None = None) -> list[Run]:
-    """Every matching active run: MLflow pages results, a sweep can exceed one page."""
-    runs: list[Run] = []
-    token: str | None = None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string, ViewType.ACTIVE_ONLY,
-                                  max_results=1000, order_by=order_by, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _eq(key: str, value: str) -> str | None:
-    """A tag equality clause, or None when the value cannot be quoted safely."""
-    if "'" in value or "\\" in value:
-        return None
-    return f"tags.`{key}` = '{value}'"
-
-
-def find_runs_by_tags(client: MlflowClient, experiment_ids: list[str],
-                      tags: Mapping[str, str]) -> list[Run]:
-    """Runs whose tags equal `tags`, newest first (filters server-side where possible)."""
-    clauses = [c for c in (_eq(k, v) for k, v in tags.items()) if c]
-    runs = search_all_runs(client, experiment_ids, " and ".join(clauses),
-                           order_by=["attributes.start_time DESC"])
-    return [r for r in runs if all(r.data.tags.get(k) == v for k, v in tags.items())]
-
-
-def child_runs(client: MlflowClient, parent: Run) -> list[Run]:
-    """The trials' runs of one sweep's parent run."""
-    return find_runs_by_tags(client, [parent.info.experiment_id], {TAG_PARENT: parent.info.run_id})
+# --------------------------------------------------------------------------- metric keys
 
 
 def sanitize_metric_key(name: str) -> str:
@@ -254,6 +162,11 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None
         client.log_batch(run_id, tags=items[start:start + MAX_PARAMS_TAGS_PER_BATCH])
 
 
+def _steps(text: str) -> list[int]:
+    """`"100,200"` -> [100, 200] (the `rrn.collapsed_at` tag read back)."""
+    return [int(p) for p in text.split(",") if p.strip().isdigit()]
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -296,7 +209,8 @@ class SweepTracker:
         if run is None:
             run = self.client.create_run(
                 self.experiment_id, start_time=_now_ms(), run_name=self.sweep_name,
-                tags={TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_SWEEP})
+                tags={TAG_SWEEP: self.sweep_name, TAG_ROLE: ROLE_SWEEP,
+                      TAG_RUN_COLOR: SWEEP_COLOR})
         else:
             _reopen(self.client, run)
         self.parent_run_id = run.info.run_id
@@ -314,7 +228,7 @@ class SweepTracker:
             TAG_GRID_KEYS: json.dumps(list(grid)),
             TAG_TRIAL_COUNT: space.trial_count,
             TAG_GIT_COMMIT: git_commit,
-            "mlflow.source.git.commit": git_commit,
+            TAG_GIT_COMMIT_MLFLOW: git_commit,
             TAG_DATASET_HASH: dataset_hash,
         }
         for key, digest in split_hashes.items():
@@ -328,6 +242,9 @@ class SweepTracker:
         search = getattr(sweep, "search", None) or {}
         params.update({f"search.{k}": _spec_text(v) for k, v in search.items()})
         log_params_once(self.client, run, {k: v for k, v in params.items() if v is not None})
+        by_count = "data.label_count" in grid or "data.label_count" in (getattr(sweep, "fixed", None) or {})
+        publish_view(self.client, self.experiment_id, self.sweep_name, metric, mode,
+                     [*grid_searched(grid, search_keys)], by_count=by_count)
 
         rid = self.parent_run_id
         space_file = Path(space.path)
@@ -368,6 +285,7 @@ class SweepTracker:
             out = Path(tmp)
             for path in report.write_summary_files(df, out / "summary").values():
                 self.client.log_artifact(self.parent_run_id, str(path), "summary")
+            self._describe(df)
             best = report.best_trials(df, mode)
             if best.empty:
                 return
@@ -390,7 +308,23 @@ class SweepTracker:
             self.client.log_metric(self.parent_run_id, f"best/{sanitize_key_path(metric)}",
                                    float(top["objective"]))
             set_tags(self.client, self.parent_run_id,
-                     {"rrn.best_trial": top["trial_id"], "rrn.best_run": top["run_id"]})
+                     {TAG_BEST_TRIAL: top["trial_id"], TAG_BEST_RUN: top["run_id"]})
+
+
+    def _describe(self, df: pd.DataFrame) -> None:
+        """The method x labels table as the parent run's description (its Overview page)
+        and the number of collapsed trials as a tag."""
+        from orchestration.report_format import collapse_note, group_display, to_markdown
+
+        groups = group_display(df) if not df.empty else None
+        lines = ["Best trial per seed; open `summary/summary.html` for the plots and all trials."]
+        if groups is not None and not groups.empty:
+            lines += ["", to_markdown(groups)]
+        collapsed = int(df["collapsed"].sum()) if not df.empty else 0
+        if collapsed:
+            lines += ["", f"**{collapsed} trial(s) {collapse_note()}.**"]
+        set_tags(self.client, self.parent_run_id,
+                 {TAG_NOTE: "\n".join(lines), TAG_COLLAPSED_COUNT: collapsed})
 
 
 @contextmanager
@@ -412,66 +346,63 @@ def sanitize_key_path(key: str) -> str:
     return "/".join(sanitize_metric_key(part) for part in key.split("/"))
 
 
+def grid_searched(grid: Mapping[str, Any], search_keys: Iterable[str]) -> Iterator[str]:
+    """Param keys worth a column in the runs view: searched keys, then grid keys that are
+    not already shown as tags (method, ratio, seed)."""
+    own = {"method.name", "data.label_ratio", "data.label_count", "runtime.seed"}
+    yield from search_keys
+    yield from (k for k in grid if k not in own and k not in search_keys)
+
+
 def _spec_text(spec: Any) -> str:
-    """A search distribution as one compact line (pydantic model or plain mapping)."""
-    if hasattr(spec, "model_dump"):
-        spec = spec.model_dump(mode="json", exclude_none=True)
+    """A search distribution as a person writes it: `loguniform [0.003, 0.03]`."""
+    if hasattr(spec, "describe"):
+        return spec.describe()
     return json.dumps(spec, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- trial
 
 
-class TrialTracker(TrainHooks):
-    """One nested child run per trial, fed by the training loop's hooks (rank 0 only).
+def config_tags(config: RunConfig) -> dict[str, Any]:
+    """What a run is, as tags the report and the runs view read (method, labels, seed)."""
+    data = config.data
+    return {
+        TAG_RUN_COLOR: method_color(config.method.name),
+        TAG_METHOD: config.method.name,
+        TAG_LABEL_RATIO: "" if data.label_ratio is None else data.label_ratio,
+        TAG_LABEL_COUNT: "" if data.label_count is None else data.label_count,
+        TAG_SEED: config.runtime.seed,
+        TAG_SPLIT_SEED: data.split_seed,
+    }
 
-    Re-creating the tracker with the same trial id (a restarted worker, a resumed
-    sweep) reuses the existing child run and drops metric points at steps already
-    logged, so the replay after a resume does not draw duplicate curves.
+
+class RunLogger(TrainHooks):
+    """Feeds one MLflow run from the training loop's hooks: train scalars, validation
+    metrics, per-class IoU, the collapse flag, confusion matrix and overlays.
+
+    Subclasses find or create the run, then call `_attach`. A reused run (a resume)
+    drops metric points at steps already logged, so the replay after a resume does
+    not draw duplicate curves.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str,
-                 run_name: str, config: RunConfig, tags: dict[str, str] | None = None) -> None:
-        self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        self.parent_run_id = parent_run_id
-        self.trial_id = trial_id
+    client: MlflowClient
+    run_id: str
+
+    def _attach(self, run: Run, found: bool, config: RunConfig, tags: Mapping[str, Any],
+                keep: Iterable[str] = ()) -> None:
         self.config = config
         self.num_classes = config.data.num_classes
-        parent = self.client.get_run(parent_run_id)
-        self.experiment_id = parent.info.experiment_id
-        if experiment and self.client.get_experiment(self.experiment_id).name != experiment:
-            log.warning("parent run %s is in another experiment than %r; using the parent's",
-                        parent_run_id, experiment)
-        found = find_runs_by_tags(self.client, [self.experiment_id],
-                                  {TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id})
-        data = config.data
-        run_tags: dict[str, Any] = {
-            TAG_PARENT: parent_run_id,
-            TAG_ROLE: ROLE_TRIAL,
-            TAG_TRIAL_ID: trial_id,
-            TAG_SWEEP: parent.data.tags.get(TAG_SWEEP, ""),
-            TAG_METHOD: config.method.name,
-            TAG_LABEL_RATIO: "" if data.label_ratio is None else data.label_ratio,
-            TAG_LABEL_COUNT: "" if data.label_count is None else data.label_count,
-            TAG_SEED: config.runtime.seed,
-            TAG_SPLIT_SEED: data.split_seed,
-            **(tags or {}),
-        }
-        self._last_step: dict[str, int] = {}
+        self._last_step: dict[str, int] = self._logged_steps(run) if found else {}
         if found:
-            run = found[0]
             _reopen(self.client, run)
-            self._last_step = self._logged_steps(run)
-        else:
-            run = self.client.create_run(self.experiment_id, start_time=_now_ms(),
-                                         run_name=run_name, tags={TAG_PARENT: parent_run_id,
-                                                                  TAG_TRIAL_ID: trial_id})
         self.run_id = run.info.run_id
-        set_tags(self.client, self.run_id, run_tags)
-        # runtime.storage_options may carry S3 keys: params and config artifact are redacted
-        safe_tree = redact(config.model_dump(mode="json"))
-        log_params_once(self.client, run, flatten(safe_tree))
+        set_tags(self.client, self.run_id, tags)
+        # runtime.storage_options may carry S3 keys: params and config artifact are redacted;
+        # only what the method uses, nothing machine-local (see orchestration/params.py)
+        safe_tree = redact(portable_tree(config))
+        log_params_once(self.client, run, run_params(config, safe_tree, keep=keep))
+        self._collapsed_at = _steps(run.data.tags.get(TAG_COLLAPSED_AT, "")) if found else []
         if not found:
             self.client.log_text(self.run_id, yaml.safe_dump(safe_tree, sort_keys=False),
                                  CONFIG_ARTIFACT)
@@ -509,13 +440,29 @@ class TrialTracker(TrainHooks):
             if math.isfinite(float(iou)):  # nan: the class never occurs, nothing to plot
                 metrics[key] = float(iou)
         self._log_metrics(step, metrics)
+        self._tag_collapse(step, result)
         self._log_eval_images(step, result)
         if checkpoint_dir is not None:
             self.client.set_tag(self.run_id, TAG_CHECKPOINT,
                                 _tag_value(redact_text(str(checkpoint_dir))))
 
+    def _tag_collapse(self, step: int, result: EvalResult) -> None:
+        """Flag the run when rrn_core says its predictions cover one class.
+
+        `rrn.collapsed` follows the latest evaluation; `rrn.collapsed_at` keeps every
+        collapsed step, so a collapse that recovered later is still visible.
+        """
+        collapsed = bool(result.collapsed)
+        if collapsed and step not in self._collapsed_at:
+            self._collapsed_at.append(step)
+        tags: dict[str, Any] = {TAG_COLLAPSED: "true" if collapsed else "false"}
+        if self._collapsed_at:
+            tags[TAG_COLLAPSED_AT] = ",".join(str(s) for s in sorted(self._collapsed_at))
+        set_tags(self.client, self.run_id, tags)
+
     def _log_eval_images(self, step: int, result: EvalResult) -> None:
-        from rrn_core.visualize import confusion_matrix_figure, side_by_side
+        from orchestration.overlays import overlay_figure
+        from rrn_core.visualize import confusion_matrix_figure
 
         folder = f"eval/step_{step:07d}"
         with tempfile.TemporaryDirectory(prefix="rrn-eval-") as tmp:
@@ -524,8 +471,8 @@ class TrialTracker(TrainHooks):
                                     str(out / "confusion.png"))
             for index, sample in enumerate(getattr(result, "samples", None) or []):
                 name = f"overlay_{index:02d}_{sanitize_metric_key(str(sample.id))}.png"
-                strip = side_by_side(sample.image, sample.pred, sample.gt, self.num_classes)
-                strip.save(out / name)
+                overlay_figure(sample.image, sample.gt, sample.pred, list(result.class_names),
+                               out / name, title=f"{sample.id}  (step {step})")
             self.client.log_artifacts(self.run_id, tmp, folder)
 
     def should_stop(self) -> bool:
@@ -536,6 +483,42 @@ class TrialTracker(TrainHooks):
         if not self._closed:
             self.client.set_terminated(self.run_id, status)
             self._closed = True
+
+
+class TrialTracker(RunLogger):
+    """One nested child run per trial (rank 0 only), idempotent on the trial id: a
+    restarted worker or a resumed sweep continues the trial's run."""
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str,
+                 run_name: str, config: RunConfig, tags: dict[str, str] | None = None) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.parent_run_id = parent_run_id
+        self.trial_id = trial_id
+        parent = self.client.get_run(parent_run_id)
+        self.experiment_id = parent.info.experiment_id
+        if experiment and self.client.get_experiment(self.experiment_id).name != experiment:
+            log.warning("parent run %s is in another experiment than %r; using the parent's",
+                        parent_run_id, experiment)
+        found = find_runs_by_tags(self.client, [self.experiment_id],
+                                  {TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id})
+        run_tags: dict[str, Any] = {
+            TAG_PARENT: parent_run_id,
+            TAG_ROLE: ROLE_TRIAL,
+            TAG_TRIAL_ID: trial_id,
+            TAG_SWEEP: parent.data.tags.get(TAG_SWEEP, ""),
+            **config_tags(config),
+            **(tags or {}),
+        }
+        if found:
+            run = found[0]
+        else:
+            run = self.client.create_run(self.experiment_id, start_time=_now_ms(),
+                                         run_name=run_name, tags={TAG_PARENT: parent_run_id,
+                                                                  TAG_TRIAL_ID: trial_id})
+        swept = [*json.loads(parent.data.tags.get(TAG_GRID_KEYS, "[]")),
+                 *json.loads(parent.data.tags.get(TAG_SEARCH_KEYS, "[]"))]
+        self._attach(run, bool(found), config, run_tags, keep=swept)
 
 
 # ----------------------------------------------------------------- report re-exports
@@ -549,7 +532,7 @@ def summarize(tracking_uri: str, experiment: str, sweep_name: str) -> pd.DataFra
 
 
 def label_efficiency_plot(df: pd.DataFrame, path: str | Path) -> None:
-    """mIoU vs label amount, one line per method; see report.label_efficiency_plot."""
-    from orchestration import report
+    """mIoU vs label amount, one line per method; see report_plots.label_efficiency_plot."""
+    from orchestration import report_plots
 
-    report.label_efficiency_plot(df, path)
+    report_plots.label_efficiency_plot(df, path)

@@ -38,6 +38,7 @@ from rrn_core.loop import TrainHooks
 
 from orchestration.searcher import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, STEP_KEY,
                                     TOTAL_STEPS_KEY, WORLD_SIZE_KEY)
+from orchestration.tags import RESULT_COLLAPSED, TAG_EXECUTION, TAG_GRID_POINT
 
 Execution = Literal["auto", "direct", "trainer"]
 EXECUTIONS = ("auto", "direct", "trainer")
@@ -46,9 +47,6 @@ EXECUTIONS = ("auto", "direct", "trainer")
 #: (guarded by the marker file, created just before the kill, so it happens once).
 ENV_KILL_AT_STEP = "RRN_TEST_KILL_AT_STEP"
 ENV_KILL_MARKER = "RRN_TEST_KILL_MARKER"
-
-TAG_GRID_POINT = "rrn.grid_point"
-TAG_EXECUTION = "rrn.execution"
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,18 @@ def make_trainable(plan: TrialPlan) -> Any:
 
 
 def trial_run_name(plan: TrialPlan, config: Mapping[str, Any], trial_id: str) -> str:
-    return f"{plan.point_labels[int(config[POINT_KEY])]}-{trial_id}"
+    """`rrn r=1/8 s=0 lr=0.0106` (see orchestration/naming.py); the trial id is a tag."""
+    from orchestration.naming import run_name
+
+    point = int(config[POINT_KEY])
+    grid = dict(config.get(GRID_KEY) or {})
+    method = tree_method(plan.point_trees[point])
+    return run_name(method, grid, dict(config.get(PARAMS_KEY) or {}))
+
+
+def tree_method(tree: Mapping[str, Any]) -> str:
+    """The method of a grid point's config tree (when `method.name` is not a grid axis)."""
+    return str((tree.get("method") or {}).get("name", "rrn"))
 
 
 # --------------------------------------------------------------------------- hooks
@@ -165,6 +174,8 @@ class ReportHooks(TrainHooks):
             if value == value:  # per-class IoU is nan for absent classes: nothing to report
                 metrics[key] = value
         metrics.update(self._train)
+        # rrn_core's own verdict, so the console can flag a collapse without re-deriving it
+        metrics[RESULT_COLLAPSED] = float(result.collapsed)
         metrics[STEP_KEY] = float(step)
         metrics[TOTAL_STEPS_KEY] = float(self._total)
         metrics[FULLY_TRAINED] = float(step >= self._total)

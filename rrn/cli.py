@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from orchestration import cli_jobs, cli_k8s, cli_report, cli_space, cli_sweep
+from orchestration import cli_jobs, cli_k8s, cli_report, cli_space, cli_sweep, cli_train
 from rrn_core import cli as core_cli
 from rrn_core.data import cli as data_cli
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 
 core_cli.register(app)
+cli_train.register(app)  # `rrn train`, tracked in MLflow (replaces rrn_core's untracked one)
 app.add_typer(data_cli.app, name="data")
 app.add_typer(cli_space.app, name="space")
 cli_sweep.register(app)

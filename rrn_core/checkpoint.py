@@ -123,11 +123,13 @@ def load_checkpoint(url: str, storage_options: Mapping[str, Any] | None = None,
     return state
 
 
-def capture_rng_state() -> dict[str, Any]:
+def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
     """Every global RNG a training step draws from, as tensors and plain numbers.
 
     Restoring it makes a resumed run draw the same dropout masks, samples and
-    augmentations as an uninterrupted one.
+    augmentations as an uninterrupted one. On CUDA only the state of the device this
+    process trains on is kept (`device`, default the current one): a rank owns one
+    device, and a restart may map it to another index.
     """
     np_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
@@ -141,12 +143,14 @@ def capture_rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        index = device.index if device is not None and device.type == "cuda" else torch.cuda.current_device()
+        state["cuda_device"] = torch.cuda.get_rng_state(index)
     return state
 
 
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Put back what capture_rng_state took; CUDA states only for devices present."""
+def restore_rng_state(state: Mapping[str, Any], device: torch.device | None = None) -> None:
+    """Put back what capture_rng_state took; the CUDA state goes to this process's
+    device (`device`, default the current one), whatever index it was saved from."""
     version, internal, gauss = state["python"]
     random.setstate((int(version), tuple(torch.as_tensor(internal).tolist()), gauss))
     npst = state["numpy"]
@@ -154,10 +158,13 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state(("MT19937", key, int(npst["pos"]), int(npst["has_gauss"]), float(npst["gauss"])))
     # set_rng_state wants CPU byte tensors; map_location may have moved them to a GPU.
     torch.set_rng_state(torch.as_tensor(state["torch"]).cpu())
-    cuda_states = state.get("cuda")
-    if cuda_states and torch.cuda.is_available():
-        for index, cuda_state in enumerate(cuda_states[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(torch.as_tensor(cuda_state).cpu(), device=index)
+    if torch.cuda.is_available():
+        index = device.index if device is not None and device.type == "cuda" else torch.cuda.current_device()
+        if state.get("cuda_device") is not None:
+            torch.cuda.set_rng_state(torch.as_tensor(state["cuda_device"]).cpu(), device=index)
+        elif state.get("cuda"):  # checkpoints written before per-device states: take this index's
+            states = state["cuda"]
+            torch.cuda.set_rng_state(torch.as_tensor(states[min(index, len(states) - 1)]).cpu(), device=index)
 
 
 def _python_state_to_plain(state: tuple[Any, ...]) -> list[Any]:

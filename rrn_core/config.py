@@ -132,6 +132,11 @@ class MethodConfig(StrictModel):
     # valid pixel (ours; a few kept regions then weigh little). See local_selection_loss.
     select_per: Literal["kept", "valid"] = "kept"
     drl_rampup: float = Field(0.3, gt=0.0, le=1.0)
+    # Region weights of the dynamic region-loss correction (both ours):
+    # "agreement": w_r = a_r * s_r(D1) * s_r(D2), one weight for both directions;
+    # "teacher": the loss of branch k on branch j's pseudo-labels is weighted by
+    #   s_r(D_j), the teacher's critic's estimate that its labels in r are right.
+    drl_weight: Literal["agreement", "teacher"] = "agreement"
     warmup_epochs: float = Field(1.0, ge=0.0)
     cross_check: bool = True
     drl: bool = True

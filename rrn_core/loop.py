@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from rrn_core.methods import Method, StepContext, StepOutput, build_method
 from rrn_core.methods.base import unwrap
 
 CHECKPOINT_NAME = "last.pt"
+RANK_SEED_STRIDE = 1_000_003  # a prime, so rank seeds never collide with nearby run seeds
 
 
 class TrainHooks:
@@ -77,6 +79,12 @@ def dist_info() -> DistInfo:
 
 
 def resolve_device(requested: str, info: DistInfo) -> torch.device:
+    """The device of a run started outside a cluster scheduler (`rrn train`, tests).
+
+    Under Ray Train the caller passes the device Ray assigned (`train(device=...)`,
+    from `ray.train.torch.get_device()`) instead: LOCAL_RANK % device_count matches
+    Ray's assignment only with exactly one whole GPU per worker.
+    """
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -85,10 +93,19 @@ def resolve_device(requested: str, info: DistInfo) -> torch.device:
 
 
 def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    """AMP only on CUDA: CPU autocast is slower than fp32 for these convs."""
+    """AMP only on CUDA: CPU autocast is slower than fp32 for these convs.
+
+    bf16 needs an Ampere or newer GPU; on older ones the run falls back to fp16 (with
+    its GradScaler) and says so, instead of failing at the first step.
+    """
     if device.type != "cuda" or cfg.runtime.amp == "none":
         return None
-    return torch.bfloat16 if cfg.runtime.amp == "bf16" else torch.float16
+    if cfg.runtime.amp == "bf16":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        warnings.warn(f"runtime.amp is bf16 but {torch.cuda.get_device_name(device)} has no bf16 "
+                      "support: training in fp16 with loss scaling instead", stacklevel=2)
+    return torch.float16
 
 
 def poly_lr(base: float, step: int, total: int, warmup: int, power: float) -> float:
@@ -130,11 +147,12 @@ def apply_step(out: StepOutput, seg_opt: torch.optim.Optimizer,
 
 
 def infinite_loader(dataset, batch_size: int, seed: int, stream: int, info: DistInfo,
-                    start_batches: int, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
+                    start_batches: int, num_workers: int, pin_memory: bool = False
+                    ) -> Iterator[dict[str, torch.Tensor]]:
     sampler = ResumableSampler(len(dataset), seed, stream, info.rank, info.world_size,
                                start=start_batches * batch_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        drop_last=True, pin_memory=torch.cuda.is_available(),
+                        drop_last=True, pin_memory=pin_memory,
                         persistent_workers=num_workers > 0,
                         # Its own generator: creating the iterator must not draw from the
                         # global RNG, or a resumed run's random stream would shift.
@@ -189,11 +207,32 @@ def _resolve_resume(cfg: RunConfig, resume_from: str | None) -> str | None:
     return None
 
 
+def _first_non_finite(first_bad: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """The first step whose loss was not finite (-1: none yet), kept on the device."""
+    return torch.where((first_bad < 0) & ~torch.isfinite(loss), torch.full_like(first_bad, step), first_bad)
+
+
+def share_rank0_buffers(networks: nn.ModuleList) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics) before evaluating.
+
+    DDP broadcasts buffers only at the start of a forward, and the no-grad pseudo-label
+    forwards update each rank's statistics with its own batches, so without this each
+    rank would score its shard of the validation set with a different model, and the
+    logged mIoU would depend on the world size and differ from the (rank-0) checkpoint.
+    """
+    for network in networks:
+        for buffer in unwrap(network).buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def _mean_scalars(window: list[dict[str, torch.Tensor]], info: DistInfo) -> dict[str, float]:
-    """Average a logging window's scalars over steps (and ranks), ignoring NaNs."""
+    """Average a logging window's scalars over steps (and ranks), ignoring NaNs.
+
+    The values are stacked where they live and copied to the host once."""
     keys = sorted({k for s in window for k in s})
-    values = torch.tensor([[float(s[k]) if k in s else math.nan for k in keys] for s in window],
-                          dtype=torch.float64)
+    nan = torch.tensor(math.nan, dtype=torch.float64)
+    values = torch.stack([torch.stack([s[k].detach().double().cpu() if k in s else nan for k in keys])
+                          for s in window])
     finite = ~torch.isnan(values)
     sums = torch.where(finite, values, 0.0).sum(0)
     counts = finite.sum(0).double()
@@ -206,11 +245,27 @@ def _mean_scalars(window: list[dict[str, torch.Tensor]], info: DistInfo) -> dict
     return {k: (s / c).item() for k, s, c in zip(keys, sums, counts) if c > 0}
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The global RNG seed of a rank after the networks are built.
+
+    Networks are initialised from `seed` alike on every rank (DDP also broadcasts rank
+    0's), but dropout masks and other per-step draws must differ across ranks, or
+    every rank's critic drops the same channels. Rank 0 keeps `seed`, so a one-process
+    run is unchanged.
+    """
+    return seed + RANK_SEED_STRIDE * rank
+
+
 def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | None = None,
-          bundle: DataBundle | None = None) -> TrainResult:
+          bundle: DataBundle | None = None, device: torch.device | None = None) -> TrainResult:
+    """Train `cfg` to its last iteration (or until a hook stops it), resuming if asked.
+
+    `device`: the device the caller's scheduler assigned to this process (Ray Train's
+    `get_device()`); default: from `runtime.device` and LOCAL_RANK.
+    """
     hooks = hooks or TrainHooks()
     info = dist_info()
-    device = resolve_device(cfg.runtime.device, info)
+    device = device if device is not None else resolve_device(cfg.runtime.device, info)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     rt, oc = cfg.runtime, cfg.optim
@@ -222,6 +277,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
     if rt.channels_last:
         method = method.to(memory_format=torch.channels_last)
     seg_opt, disc_opt = build_optimizers(method, cfg)
+    torch.manual_seed(rank_seed(rt.seed, info.rank))
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
@@ -234,24 +290,26 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
         seg_opt.load_state_dict(state["seg_opt"])
         if disc_opt is not None:
             disc_opt.load_state_dict(state["disc_opt"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"] and scaler.is_enabled():  # a bf16/fp32 run saved an empty scaler
+            scaler.load_state_dict(state["scaler"])
         start, best = state["step"], state.get("best_miou", -math.inf)
         rng = state["rng"]
-        restore_rng_state(rng[info.rank] if isinstance(rng, list) else rng)
+        restore_rng_state(rng[info.rank] if isinstance(rng, list) else rng, device)
     if info.enabled:
         wrap_distributed(method, cfg, device, info)
     method.train()
 
     dc = cfg.data
-    labeled = infinite_loader(bundle.labeled, dc.batch_size, rt.seed, 0, info, start, dc.num_workers)
+    pin = device.type == "cuda"
+    labeled = infinite_loader(bundle.labeled, dc.batch_size, rt.seed, 0, info, start, dc.num_workers, pin)
     uses_unlabeled = method.uses_unlabeled
     if uses_unlabeled and not bundle.unlabeled:
         raise ValueError(f"method {cfg.method.name!r} needs unlabeled images, but the split has none "
                          "(set data.label_ratio / data.label_count or data.unlabeled_split)")
     if uses_unlabeled:
         ub = dc.unlabeled_batch_size
-        unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, dc.num_workers)
-        unlabeled_b = infinite_loader(bundle.unlabeled, ub, rt.seed, 2, info, start, dc.num_workers)
+        unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, dc.num_workers, pin)
+        unlabeled_b = infinite_loader(bundle.unlabeled, ub, rt.seed, 2, info, start, dc.num_workers, pin)
         steps_per_epoch = max(1, len(bundle.unlabeled) // (ub * info.world_size))
     else:
         steps_per_epoch = max(1, len(bundle.labeled) // (dc.batch_size * info.world_size))
@@ -260,11 +318,13 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                             generator=torch.Generator().manual_seed(rt.seed))
     branches_for_eval = method.branches
 
-    progress = _progress(rt.progress and info.is_main, cfg, start)
+    progress = ConsoleProgress(rt.progress and info.is_main, cfg, start)
     window: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     final: EvalResult | None = None
     step = start
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+    window_start = time.perf_counter()
     try:
         while step < oc.iters:
             lr = poly_lr(oc.lr, step, oc.iters, oc.warmup_iters, oc.poly_power)
@@ -276,20 +336,27 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 batch["unlabeled_b"] = to_device(next(unlabeled_b), device, rt.channels_last)
             ctx = StepContext(step=step, total_steps=oc.iters, epoch=step / steps_per_epoch)
 
-            tic = time.perf_counter()
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = method(batch, ctx)
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(f"non-finite loss at step {step}: {out.loss.item()}")
+            # No host sync per step: the finiteness of the loss is checked at the next log.
+            first_bad = _first_non_finite(first_bad, out.loss.detach(), step)
             apply_step(out, seg_opt, disc_opt, scaler)
             step += 1
 
             scalars = {k: v.detach().float() for k, v in out.scalars.items()}
             scalars["loss"] = out.loss.detach().float()
             scalars["lr"] = torch.tensor(lr)
-            scalars["iter_time"] = torch.tensor(time.perf_counter() - tic)
             window.append(scalars)
             if step % rt.log_every == 0 or step == oc.iters:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                bad = int(first_bad)  # the one host sync of the window
+                if bad >= 0:
+                    raise FloatingPointError(f"non-finite loss at step {bad}")
+                now = time.perf_counter()
+                for scalars in window:  # wall time per step over the window, GPU work included
+                    scalars["iter_time"] = torch.tensor((now - window_start) / len(window))
+                window_start = now
                 means = {f"train/{k}": v for k, v in _mean_scalars(window, info).items()}
                 window.clear()
                 hooks.on_log(step, means)
@@ -297,23 +364,26 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 progress.update(step, means)
 
             if step % cfg.eval.every == 0 or step == oc.iters:
+                if info.enabled:
+                    share_rank0_buffers(method.branches)
                 final = evaluate(list(branches_for_eval), val_loader, num_classes, bundle.class_names,
                                  cfg.eval, device, dtype)
                 best = max(best, final.miou)
-                ckpt_dir = _save(cfg, method, seg_opt, disc_opt, scaler, step, best, info)
+                ckpt_dir = _save(cfg, method, seg_opt, disc_opt, scaler, step, best, info, device)
                 hooks.on_evaluation(step, final, ckpt_dir)
                 progress.update(step, {"val/mIoU": final.miou})
                 if hooks.should_stop():
                     break
+                window_start = time.perf_counter()  # evaluation time is not step time
     finally:
         progress.close()
     return TrainResult(steps=step, final=final, best_miou=best, history=history)
 
 
 def _save(cfg: RunConfig, method: Method, seg_opt, disc_opt, scaler, step: int, best: float,
-          info: DistInfo) -> str:
+          info: DistInfo, device: torch.device) -> str:
     """Rank 0 writes; every rank contributes its RNG state so a resumed DDP run matches."""
-    rng = capture_rng_state()
+    rng = capture_rng_state(device)
     if info.enabled:
         gathered: list[Any] = [None] * info.world_size
         dist.all_gather_object(gathered, rng)
@@ -336,7 +406,7 @@ def _save(cfg: RunConfig, method: Method, seg_opt, disc_opt, scaler, step: int, 
     return ckpt_dir
 
 
-class _progress:
+class ConsoleProgress:
     """A rich progress bar on rank 0 (a no-op elsewhere or when disabled)."""
 
     def __init__(self, enabled: bool, cfg: RunConfig, start: int) -> None:

@@ -7,6 +7,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
+# The UI test drives a real headless browser (Debian's chromium-headless-shell). Install
+# it when missing and apt-get can (root, or password-less sudo); never fatal: without
+# it that one test skips and says why. RRN_NO_BROWSER=1 skips this step.
+if [ -z "${RRN_NO_BROWSER:-}" ] && ! command -v chromium-headless-shell >/dev/null 2>&1 \
+    && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
+  if [ "$SUDO" != none ]; then
+    echo "installing chromium-headless-shell (for the UI test) ..."
+    { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium-headless-shell >/dev/null 2>&1 \
+      || { $SUDO apt-get update -qq >/dev/null 2>&1 \
+           && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium-headless-shell >/dev/null 2>&1; }; } \
+      || echo "note: could not install chromium-headless-shell; the browser test will skip"
+  fi
+fi
 stamp="$VENV/.rrn-installed"
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ]; then
   exit 0

@@ -54,8 +54,9 @@ class Mode:
 
 
 FAMILIES = ("textures", "shapes")
-# The "shapes" family's class-defining outlines (class k >= 1 is SHAPE_KINDS[(k - 1) % 6]).
-SHAPE_KINDS = ("disc", "triangle", "square", "cross", "ring", "star")
+# The "shapes" family's class-defining outlines (class k >= 1 is SHAPE_KINDS[(k - 1) % 6]),
+# the most distinct first so that small class counts stay learnable.
+SHAPE_KINDS = ("disc", "cross", "ring", "triangle", "square", "star")
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def _outline(kind: str, yy: np.ndarray, xx: np.ndarray, size: int, rng: np.rando
     a clean edge; colour says nothing about the class.
     """
     cy, cx = rng.uniform(0.15, 0.85, 2) * size
-    radius = rng.uniform(0.14, 0.28) * size
+    radius = rng.uniform(0.18, 0.32) * size
     rot = rng.uniform(0, 2 * np.pi)
     wobble = (_smooth_noise(size, 6, rng, channels=1)[..., 0] - 0.5) * 3.0
     dy, dx = yy - cy + wobble, xx - cx - wobble
@@ -182,27 +183,35 @@ def _outline(kind: str, yy: np.ndarray, xx: np.ndarray, size: int, rng: np.rando
 
 
 def render_shapes_sample(index: int, spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The "shapes" family: the class is the outline only (disc, triangle, ...), drawn in a
-    random colour only slightly off the local background (low contrast), with noisy
-    boundaries, blur and sensor noise. A pure function of (seed, index)."""
+    """The "shapes" family: each class has an outline (disc, cross, ring, ...) and a tint,
+    the tints of neighbouring classes overlap, and objects are blended into the
+    background at low contrast, with noisy boundaries, blur and sensor noise. Neither
+    cue alone is reliable: tints are ambiguous between neighbours and the tiny nets
+    learn outlines slowly. A pure function of (seed, index)."""
     rng = np.random.default_rng([spec.seed, index, 31337])
     size = spec.size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     base = rng.uniform(70, 180, 3).astype(np.float32)
-    image = base * (0.7 + 0.6 * _smooth_noise(size, int(rng.integers(3, 8)), rng))
+    background = base * (0.7 + 0.6 * _smooth_noise(size, int(rng.integers(3, 8)), rng))
+    image = background.copy()
     label = np.zeros((size, size), dtype=np.uint8)
     for _ in range(int(rng.integers(1, 4))):
         cls = int(rng.integers(1, spec.num_classes))
         region = _outline(SHAPE_KINDS[(cls - 1) % len(SHAPE_KINDS)], yy, xx, size, rng)
         if not region.any():
             continue
-        delta = rng.uniform(22, 45) * rng.choice([-1.0, 1.0], 3) * rng.uniform(0.5, 1.0, 3)
-        paint = image + delta.astype(np.float32)
-        image[region] = paint[region]
+        # Class tints walk around the hue wheel; the jitter spans about a neighbour's tint.
+        hue = (cls - 1) * len(HUES) / max(1, spec.num_classes - 1) + rng.normal(0, 0.6)
+        lo = int(np.floor(hue)) % len(HUES)
+        frac = hue - np.floor(hue)
+        tint = HUES[lo] * (1 - frac) + HUES[(lo + 1) % len(HUES)] * frac
+        alpha = rng.uniform(0.5, 0.75)  # low contrast: the object keeps much of the background
+        paint = background * (1 - alpha) + (tint + rng.normal(0, 15, 3)).astype(np.float32) * alpha
+        image[region] = paint[region]  # opaque: an occluded object does not show through
         label[region] = cls
     blurred = np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(
-        ImageFilter.GaussianBlur(radius=float(rng.uniform(0.6, 1.4)))), dtype=np.float32)
-    blurred += rng.normal(0, rng.uniform(6, 14), blurred.shape)
+        ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 1.2)))), dtype=np.float32)
+    blurred += rng.normal(0, rng.uniform(4, 10), blurred.shape)
     label[_border(label)] = IGNORE_INDEX
     return np.clip(blurred, 0, 255).astype(np.uint8), label
 

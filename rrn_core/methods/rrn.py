@@ -5,8 +5,10 @@ scores an R x R grid of its prediction. Regions the critic trusts feed a local
 selection loss against the branch's own pseudo-label; regions both critics trust feed
 a second (cross-check) term; and the cross-supervision loss is re-weighted per region
 by how much the two branches agree and how much both critics trust it (dynamic
-region-loss correction). The discriminators learn to tell one-hot ground truth from
-predictions, and feature matching pulls predictions towards ground-truth statistics.
+region-loss correction). The critics learn which regions of a prediction are right
+(`discriminator.objective: accuracy`, ours) or to tell one-hot ground truth from
+predictions (`adversarial`, the release); feature matching pulls predictions towards
+ground-truth statistics in the critics' feature space.
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ class RRN(Method):
         critics = [unwrap(d) for d in self.discriminators]
         valid = t.ignore_mixed != IGNORE_INDEX
 
-        # Region scores s_r(D_j) of branch k's prediction: decisions, so no gradient.
-        with torch.no_grad(), evaluating(critics):
+        # Region scores s_r(D_j) of branch k's prediction: decisions, so no gradient, and
+        # in float32 (bf16 would tie scores and move the keep decisions).
+        with torch.no_grad(), evaluating(critics), torch.autocast(x_l.device.type, enabled=False):
             own = [torch.sigmoid(critics[k](probs[k].detach(), image_m)[0].float())[:, 0] for k in (0, 1)]
             other = [torch.sigmoid(critics[1 - k](probs[k].detach(), image_m)[0].float())[:, 0] for k in (0, 1)]
         trusted_own = [self.trusted(s) for s in own]
@@ -106,10 +109,12 @@ class RRN(Method):
         unsup = x_l.new_zeros(())
         if ctx.epoch >= mc.warmup_epochs:
             if mc.drl:
-                region_losses = (per_region_ce(t.logits_mixed[0], t.pseudo[1], dc.regions_per_side)
-                                 + per_region_ce(t.logits_mixed[1], t.pseudo[0], dc.regions_per_side))
                 drl_share = min(1.0, mc.w_drl * linear_rampup(ctx.progress, mc.drl_rampup))
-                cross_sup = dynamic_region_loss(region_losses, weights, drl_share)
+                # Branch k learns from teacher j = 1 - k; each direction has its weights.
+                cross_sup = sum(
+                    dynamic_region_loss(per_region_ce(t.logits_mixed[k], t.pseudo[1 - k], dc.regions_per_side),
+                                        own[1 - k] if mc.drl_weight == "teacher" else weights, drl_share)
+                    for k in (0, 1))
                 scalars["loss_drl"] = cross_sup.detach()
                 scalars["drl_ramp"] = torch.tensor(drl_share)
             select = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], keep[k], mc.select_per)

@@ -36,30 +36,25 @@ def region_accuracy(pred: Tensor, gt: Tensor, regions_per_side: int) -> tuple[Te
     return acc, known
 
 
-def binary_auroc(scores: Tensor, positive: Tensor) -> Tensor:
-    """AUROC = P(s_pos > s_neg) + P(s_pos = s_neg) / 2 (Mann-Whitney U / (n_pos n_neg)).
+def binary_auroc(scores: Tensor, positive: Tensor, valid: Tensor | None = None) -> Tensor:
+    """AUROC = sum_{i pos, j neg} ([s_i > s_j] + [s_i = s_j] / 2) / (n_pos n_neg)  (Mann-Whitney U).
 
-    Computed from mid-ranks, so tied scores count half. 0.5 = the scores carry no
-    information about `positive`, 1 = every positive outranks every negative. NaN when
-    either side is empty.
+    Tied scores count half: 0.5 = the scores carry no information about `positive`,
+    1 = every positive outranks every negative. NaN when either side is empty. Only
+    samples with `valid` count. Computed over all pairs with masks, not by sorting
+    or boolean indexing, so it never waits for the device (no data-dependent shapes):
+    meant for the few hundred regions of a batch, O(n^2) memory.
     """
-    s = scores.detach().flatten().double()
+    s = scores.detach().flatten().float()
     pos = positive.flatten().bool()
-    n_pos, n = int(pos.sum()), s.numel()
-    n_neg = n - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return torch.tensor(float("nan"), device=scores.device)
-    order = s.argsort()
-    sorted_s = s[order]
-    ranks = torch.empty_like(s)
-    ranks[order] = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)
-    # Mid-ranks: every member of a tie group gets the group's mean rank.
-    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    mid = ends - (counts.double() - 1) / 2
-    ranks[order] = mid[inverse]
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2
-    return (u / (n_pos * n_neg)).float()
+    keep = torch.ones_like(pos) if valid is None else valid.flatten().bool()
+    p = (pos & keep).float()
+    n = (~pos & keep).float()
+    diff = s[:, None] - s[None, :]
+    wins = (diff > 0).float() + 0.5 * (diff == 0).float()
+    u = (p[:, None] * n[None, :] * wins).sum()
+    pairs = p.sum() * n.sum()
+    return torch.where(pairs > 0, u / pairs.clamp(min=1), torch.full_like(u, float("nan")))
 
 
 def critic_auroc(scores: Tensor, pseudo: Tensor, gt: Tensor, regions_per_side: int,
@@ -67,4 +62,4 @@ def critic_auroc(scores: Tensor, pseudo: Tensor, gt: Tensor, regions_per_side: i
     """AUROC of region scores s_r for telling regions whose pseudo-label accuracy is at
     least `good_accuracy` from the rest; regions without known ground truth are left out."""
     acc, known = region_accuracy(pseudo, gt, regions_per_side)
-    return binary_auroc(scores[known], acc[known] >= good_accuracy)
+    return binary_auroc(scores, acc >= good_accuracy, known)

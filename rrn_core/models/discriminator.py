@@ -84,8 +84,10 @@ class RegionDiscriminator(nn.Module):
     def forward(self, prob: Tensor, image01: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Score regions; `image01` is required when built with_image and ignored otherwise.
 
-        The returned features are the last block's activations before dropout, so
-        feature matching compares the critic's view of inputs, not dropout noise.
+        The returned features are the last block's activations before its own dropout.
+        In train mode the Dropout2d between the earlier blocks still acts, so two calls
+        on the same input give different features (feature matching compares batch
+        means, where that noise averages out); in eval mode they are deterministic.
         """
         x = prob
         if self.with_image:

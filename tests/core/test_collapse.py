@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from rrn_core.config import load_config
 from rrn_core.evaluate import COLLAPSE_SHARE
@@ -47,7 +48,17 @@ def dominant_shares(root: Path, out: Path, unsup_rampup: float) -> list[float]:
     return hooks.shares
 
 
-def test_cps_from_scratch_collapses_without_the_guard_and_not_with_it(synth_root, tmp_path):
+@pytest.fixture
+def one_thread():
+    """The trajectories were measured single-threaded; float sums (and so a 100-step
+    trajectory) depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cps_from_scratch_collapses_without_the_guard_and_not_with_it(synth_root, tmp_path, one_thread):
     unguarded = dominant_shares(synth_root, tmp_path / "off", 0.0)
     guarded = dominant_shares(synth_root, tmp_path / "on", 0.3)
     assert len(unguarded) == len(guarded) == 2

@@ -26,12 +26,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from orchestration import cli_report
-from orchestration.report import (
-    label_efficiency_data,
-    label_efficiency_figure,
-    label_efficiency_plot,
-    summarize,
-)
+from orchestration.naming import distinct_digits, run_name
+from orchestration.report import label_efficiency_data, summarize
+from orchestration.report_plots import label_efficiency_figure, label_efficiency_plot
 from orchestration.tracking import SweepTracker, TrialTracker, resolve_tracking_uri
 from rrn_core.evaluate import EvalResult, PredictionSample
 
@@ -75,10 +72,20 @@ def store(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ui_launch(store):
+def started(store) -> dict:
+    """The sweep's parent run, opened before `rrn ui` starts so the UI can link to it."""
+    space = write_space(store["root"] / "space", SWEEP)
+    sweep = SweepTracker(store["uri"], EXPERIMENT, SWEEP)
+    parent_id = sweep.start(space, git_commit="c0ffee", dataset_hash="h",
+                            split_hashes={}, resume=False)
+    return {"space": space, "sweep": sweep, "parent_id": parent_id}
+
+
+@pytest.fixture(scope="module")
+def ui_launch(store, started):
     """`rrn ui` on the store, launched as a user would (a real `mlflow server`).
 
-    Launched before the store is filled: the server's start-up (~10 s of imports)
+    Launched before the trials are logged: the server's start-up (~10 s of imports)
     overlaps the filling instead of adding to the module's run time.
     """
     port = free_port()
@@ -86,7 +93,8 @@ def ui_launch(store):
     code = ("import typer; from orchestration import cli_report; app = typer.Typer(); "
             "cli_report.register(app); app()")
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "ui", "--tracking-uri", store["uri"], "--port", str(port)],
+        [sys.executable, "-c", code, "ui", SWEEP, "--tracking-uri", store["uri"],
+         "--experiment", EXPERIMENT, "--port", str(port)],
         cwd=Path(__file__).resolve().parents[2], stdout=log.open("w"),
         stderr=subprocess.STDOUT)
     info = {"url": f"http://127.0.0.1:{port}", "proc": proc, "log": log, "spawned": []}
@@ -104,18 +112,20 @@ def ui_launch(store):
                 os.kill(pid, signal.SIGKILL)
 
 
+#: (grid point index, sample) of the trial whose last evaluation predicts one class.
+COLLAPSED = (1, 0)
+
+
 @pytest.fixture(scope="module")
-def filled(store, ui_launch):
+def filled(store, started, ui_launch):
     """A finished sweep of 16 trials (2 methods x 2 ratios x 2 seeds x 2 samples).
 
     Each trial is evaluated twice with random confusion matrices, so its best and final
-    mIoU differ in general; one trial dies before its first evaluation.
+    mIoU differ in general; one trial dies before its first evaluation, one ends
+    collapsed (every pixel predicted as background).
     """
     root, uri = store["root"], store["uri"]
-    space = write_space(root / "space", SWEEP)
-    sweep = SweepTracker(uri, EXPERIMENT, SWEEP)
-    parent_id = sweep.start(space, git_commit="c0ffee", dataset_hash="h",
-                            split_hashes={}, resume=False)
+    space, sweep, parent_id = started["space"], started["sweep"], started["parent_id"]
     rng = np.random.default_rng(0)
     expected: dict[str, dict] = {}
     orphan = None
@@ -124,7 +134,8 @@ def filled(store, ui_launch):
             w = float(rng.uniform(0.1, 3.0))
             cfg = space.trial_config(point, {"method.w_select": w})
             trial_id = f"trial_{gi:02d}_{s}"
-            tracker = TrialTracker(uri, EXPERIMENT, parent_id, trial_id, trial_id, cfg)
+            name = run_name(cfg.method.name, point, {"method.w_select": w})
+            tracker = TrialTracker(uri, EXPERIMENT, parent_id, trial_id, name, cfg)
             if gi == 0 and s == 1:
                 orphan = tracker  # dies before evaluating: never closed
                 continue
@@ -132,12 +143,15 @@ def filled(store, ui_launch):
             for step in (2, 4):
                 a, b = (int(v) for v in rng.integers(1, 60, size=2))
                 res = result(a, b)
+                if (gi, s) == COLLAPSED and step == 4:
+                    res = EvalResult(confusion=np.array([[a, 0], [b, 0]]), class_names=["bg", "fg"])
                 tracker.on_evaluation(step, res, None)
                 values.append(res.miou)
             tracker.close()
             expected[trial_id] = {"method": cfg.method.name, "ratio": cfg.data.label_ratio,
                                   "seed": cfg.runtime.seed, "w": w, "best": max(values),
-                                  "final": values[-1], "run_id": tracker.run_id}
+                                  "final": values[-1], "run_id": tracker.run_id, "name": name,
+                                  "collapsed": (gi, s) == COLLAPSED}
     sweep.log_summary()
     sweep.finish()
     return {"uri": uri, "root": root, "parent_id": parent_id, "expected": expected,
@@ -160,7 +174,11 @@ def test_summarize_one_row_per_trial(filled):
         assert row["miou_best"] == pytest.approx(want["best"])
         assert row["miou_final"] == pytest.approx(want["final"])
         assert row["status"] == "FINISHED" and row["evals"] == 2 and row["last_step"] == 4
+        assert row["run_name"] == want["name"] and row["collapsed"] == want["collapsed"]
+        assert row["IoU/bg"] >= 0.0
     assert (df["miou_best"] != df["miou_final"]).any()  # the data can tell best from final
+    assert str(df["seed"].dtype) == "Int64" and str(df["evals"].dtype) == "Int64"
+    assert df["collapsed"].sum() == 1
 
 
 def expected_curves(expected: dict[str, dict]) -> dict[tuple[str, float], list[float]]:
@@ -247,9 +265,10 @@ def test_report_cli(filled, cli_app, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     for method in METHODS:
         assert method in res.output
-    assert "FAILED" in res.output and "w_select=" in res.output
+    assert "failed" in res.output and "w_select" in res.output
     assert f"table: {out / 'summary.csv'}" in res.output
     assert f"plot:  {out / 'label_efficiency.png'}" in res.output
+    assert f"page:  {out / 'summary.html'}" in res.output
     assert len(pd.read_csv(out / "summary.csv")) == 16
     with Image.open(out / "label_efficiency.png") as img:
         assert img.format == "PNG"
@@ -259,6 +278,97 @@ def test_report_cli(filled, cli_app, tmp_path, monkeypatch):
                                   "--experiment", EXPERIMENT])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "home" / "reports" / SWEEP / "summary.csv").is_file()
+
+
+def test_report_fits_80_columns_and_never_cuts_the_searched_values(filled, cli_app, tmp_path):
+    res = CliRunner().invoke(cli_app, ["report", SWEEP, "--tracking-uri", filled["uri"],
+                                       "--experiment", EXPERIMENT, "--out", str(tmp_path)],
+                             env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(line) for line in lines if not line.startswith(("table:", "page:", "plot:"))) \
+        <= 80, res.output
+    assert "…" not in res.output
+    df = summarize(filled["uri"], EXPERIMENT, SWEEP)
+    digits = distinct_digits(df["method.w_select"])
+    shown = {f"{w:.{digits}g}" for w in df["method.w_select"]}
+    assert len(shown) == len(df)                          # every trial's value tells it apart
+    for text in shown:
+        assert text in res.output, text
+    assert "by method and label amount" in res.output
+    assert "COLLAPSED" in res.output and "predicted one class" in res.output
+    assert "1/4" in res.output and "1/2" in res.output    # ratios as fractions
+
+
+def test_report_formats_csv_json_markdown(filled, cli_app, tmp_path):
+    import io
+    import json
+
+    runner = CliRunner()
+    args = ["report", SWEEP, "--tracking-uri", filled["uri"], "--experiment", EXPERIMENT,
+            "--out", str(tmp_path)]
+    res = runner.invoke(cli_app, [*args, "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    csv = pd.read_csv(io.StringIO(res.stdout))
+    assert len(csv) == 16 and "label_count" not in csv      # no all-empty column
+    assert csv["seed"].dtype == np.int64 and csv["evals"].dtype == np.int64
+    assert csv["collapsed"].sum() == 1
+    assert "table:" not in res.stdout                        # paths go to stderr
+
+    res = runner.invoke(cli_app, [*args, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["sweep"] == SWEEP and len(doc["trials"]) == 16 and doc["classes"] == ["bg", "fg"]
+    assert {g["n"] for g in doc["groups"]} == {len(SEEDS)}
+    assert len(doc["groups"]) == len(METHODS) * len(RATIOS)
+    assert all(isinstance(t["seed"], int) for t in doc["trials"])
+
+    res = runner.invoke(cli_app, [*args, "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    assert "## By method and label amount" in res.stdout and "## Trials" in res.stdout
+    assert "| method | ratio | mIoU | n | best trial |" in res.stdout
+
+    res = runner.invoke(cli_app, [*args, "--format", "yaml"])
+    assert res.exit_code == 2
+
+
+def test_parent_run_summary_page_and_description(filled, tmp_path):
+    client = MlflowClient(tracking_uri=filled["uri"])
+    pid = filled["parent_id"]
+    files = {a.path for a in client.list_artifacts(pid, "summary")}
+    assert {"summary/class_iou.png", "summary/summary.html"} <= files
+    page = Path(client.download_artifacts(pid, "summary/summary.html", str(tmp_path))).read_text()
+    assert "<style>" in page and page.count("data:image/png;base64,") == 2  # self-contained
+    assert "By method and label amount" in page and 'class="collapsed"' in page
+    for t in filled["expected"].values():
+        assert t["name"] in page
+    parent = client.get_run(pid)
+    note = parent.data.tags["mlflow.note.content"]
+    assert "| method | ratio | mIoU | n | best trial |" in note
+    assert parent.data.tags["rrn.collapsed_trials"] == "1"
+
+
+def test_group_table_and_figure_say_n_and_draw_the_ceiling():
+    rows = []
+    for method, ratio, seed, value in [("supervised", 0.125, 0, 0.3), ("supervised", 0.125, 1, 0.4),
+                                       ("supervised", 1.0, 0, 0.7), ("rrn", 0.125, 0, 0.5)]:
+        rows.append({"trial_id": f"{method}{ratio}{seed}", "run_name": method, "method": method,
+                     "label_ratio": ratio, "label_count": np.nan, "seed": seed,
+                     "objective": value, "miou_best": value, "miou_final": value,
+                     "collapsed": False, "run_id": f"r{len(rows)}"})
+    df = pd.DataFrame(rows)
+    df.attrs.update(sweep="mini", mode="max")
+    data = label_efficiency_data(df)
+    sup = data[(data["method"] == "supervised") & (data["x"] == 0.125)].iloc[0]
+    assert (sup["n"], sup["mean"], sup["best"]) == (2, pytest.approx(0.35), 0.4)
+    fig = label_efficiency_figure(df)
+    ax = fig.axes[0]
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert "supervised, all labels (n=1)" in labels
+    assert any(t.get_text() == "n=2" for t in ax.texts)
+    assert "mini" in ax.get_title() and "mean ± std" in ax.get_ylabel()
+    one_seed = label_efficiency_figure(df[df["seed"] == 0])
+    assert "mean ± std" not in one_seed.axes[0].get_ylabel()   # one seed: no spread promised
 
 
 def test_report_cli_errors(filled, cli_app, tmp_path):
@@ -320,10 +430,13 @@ def http_get(url: str) -> tuple[int, bytes]:
 
 @pytest.fixture(scope="module")
 def ui_server(ui_launch, filled):
-    """The launched UI once it answers (the store is filled by then)."""
+    """The launched UI once it answers and has printed its links (the store is filled)."""
     proc = ui_launch["proc"]
     if not cli_report.wait_http_ok(ui_launch["url"] + "/health", 120, proc):
         pytest.fail(f"rrn ui did not start:\n{ui_launch['log'].read_text()[-3000:]}")
+    deadline = time.monotonic() + 30
+    while "parent run:" not in ui_launch["log"].read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
     ui_launch["spawned"].extend(descendants(proc.pid))
     return ui_launch
 
@@ -367,13 +480,78 @@ def test_tracking_over_http(ui_server, filled, tmp_path):
     assert any(trial.run_id in str(p) for p in stored)
 
 
-def test_ui_stops_its_server_on_sigterm(ui_server):
+def test_ui_prints_the_sweeps_links(ui_server, filled):
+    from orchestration.ui_links import view_key
+
+    client = MlflowClient(tracking_uri=filled["uri"])
+    exp_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    log = ui_server["log"].read_text()
+    base = ui_server["url"]
+    assert (f"sweep {SWEEP}, its trials: {base}/#/experiments/{exp_id}/runs?"
+            f"workflowType=machine_learning&viewStateShareKey={view_key(SWEEP)}") in log
+    assert (f"sweep {SWEEP}, parent run:  {base}/#/experiments/{exp_id}/runs/"
+            f"{filled['parent_id']}?workflowType=machine_learning") in log
+    # one light server: `rrn ui`, `mlflow server` and its one uvicorn worker, no job runners
+    names = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+             for pid in descendants(ui_server["proc"].pid) if alive(pid)]
+    assert len(names) <= 2, names
+    assert not any(b"huey" in n for n in names)
+
+
+def browser() -> str | None:
+    """Debian's headless Chromium (scripts/setup.sh installs it), or another Chromium."""
+    import shutil
+
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    path = Path("/usr/lib/chromium/chromium-headless-shell")
+    return str(path) if path.is_file() else None
+
+
+def rendered_text(url: str, tmp_path: Path) -> str:
+    """The page's text after the single-page app has rendered (Chromium --dump-dom)."""
+    import re
+
+    exe = browser()
+    if exe is None:
+        pytest.skip("no headless Chromium here (scripts/setup.sh installs Debian's "
+                    "chromium-headless-shell with apt-get; it could not here)")
+    cmd = [exe, "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=2400,2400",
+           "--virtual-time-budget=20000", "--dump-dom", url]
+    if not exe.endswith("chromium-headless-shell"):
+        cmd.insert(1, "--headless")
+    done = subprocess.run(cmd, capture_output=True, timeout=180, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = re.sub(r"<(style|script)\b.*?</\1>", " ", done.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_browser_shows_the_sweep_in_the_runs_view(ui_server, filled, tmp_path):
+    """Headless Chromium on the link `rrn ui` printed: the model-training runs view with
+    the parent run and every trial by name, and the objective as a column."""
+    log = ui_server["log"].read_text()
+    link = next(line.split(": ", 1)[1].strip() for line in log.splitlines()
+                if f"sweep {SWEEP}, its trials:" in line)
+    text = rendered_text(link, tmp_path)
+    assert "Model training" in text and "Runs" in text
+    assert f" {SWEEP} " in text                                   # the parent run
+    missing = [t["name"] for t in filled["expected"].values() if t["name"] not in text]
+    assert not missing, f"trials not in the runs view: {missing}\n{text[:3000]}"
+    assert "val/mIoU" in text and "rrn.collapsed" in text, text[:2500]  # the shared view
+
+
+def test_ui_stops_its_server_on_ctrl_c(ui_server):
     proc = ui_server["proc"]
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)   # what Ctrl-C sends (SIGTERM takes the same path)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 15
     assert ui_server["spawned"]  # the mlflow server (and its workers) ran as our children
     while time.monotonic() < deadline and any(alive(p) for p in ui_server["spawned"]):
         time.sleep(0.2)
     assert not any(alive(p) for p in ui_server["spawned"])
-    assert "MLflow UI: http://127.0.0.1:" in ui_server["log"].read_text()
+    assert proc.returncode == 0
+    log = ui_server["log"].read_text()
+    assert "MLflow UI: http://127.0.0.1:" in log and "MLflow UI stopped." in log

@@ -286,7 +286,7 @@ def test_progress_line_counts_trials_by_state_and_survives_pickling() -> None:
     from orchestration.progress import SweepProgress
     from orchestration.searcher import STEP_KEY, TOTAL_STEPS_KEY
 
-    progress = SweepProgress("demo", 3, "val/mIoU", "max")
+    progress = SweepProgress("demo", 3, "val/mIoU", "max", live=False)
     buffer = io.StringIO()
     progress._console = Console(file=buffer, width=200)
     trials = [SimpleNamespace(trial_id=f"t{i}", status="RUNNING", path="/r",
@@ -302,7 +302,7 @@ def test_progress_line_counts_trials_by_state_and_survives_pickling() -> None:
     assert "demo: 2/3 done (1 failed), 1 running" in line
     assert "best val/mIoU 0.4000 (t0)" in line
     text = buffer.getvalue()
-    assert "[method.name" not in text and "t0 [name=rrn] lr=0.01" in text  # no markup eaten
+    assert "[method.name" not in text and "rrn lr=0.01 (t0)" in text  # no markup eaten
     restored = pickle.loads(pickle.dumps(progress))     # Tune pickles callbacks
     assert restored.best == 0.4 and restored._console is None
 
@@ -342,6 +342,8 @@ def test_sweep_trials_complete_and_report_to_tune(e2e: tuple[Path, Any]) -> None
 def test_optuna_gets_each_trials_final_metric(e2e: tuple[Path, Any]) -> None:
     _, outcome = e2e
     assert len(outcome.studies) == 4, "one study per grid point"
+    lrs = {round(t.params["optim.lr"], 12) for t in outcome.trials}
+    assert len(lrs) == 4, "each grid point's study draws its own proposals"
     by_point = {t.point: t for t in outcome.trials}
     for point, study in enumerate(outcome.studies):
         assert len(study) == 1
@@ -365,6 +367,12 @@ def test_mlflow_parent_and_children(e2e: tuple[Path, Any]) -> None:
         assert child.info.status == "FINISHED"
         params = child.data.params
         assert params["method.name"] == trial.grid["method.name"]
+        method, ratio = trial.grid["method.name"], trial.grid["data.label_ratio"]
+        assert child.info.run_name == \
+            f"{method} r=1/{round(1 / ratio)} s=0 lr={trial.params['optim.lr']:.3g}"
+        assert not any(k.startswith("runtime.output_dir") for k in params)
+        assert ("method.w_cps" in params) == (method == "cps")
+        assert child.data.tags["rrn.collapsed"] in ("true", "false")
         assert float(params["data.label_ratio"]) == trial.grid["data.label_ratio"]
         assert float(params["optim.lr"]) == pytest.approx(trial.params["optim.lr"])
         history = client.get_metric_history(child.info.run_id, "val/mIoU")
@@ -386,12 +394,21 @@ def test_trials_at_one_ratio_share_one_split_file(e2e: tuple[Path, Any], synth: 
     files: dict[float, set[tuple[str, str]]] = {}
     for child in children:
         p = child.data.params
+        if p["method.name"] == "supervised":   # it logs no unlabeled split: it reads none
+            assert "data.unlabeled_split" not in p
+            continue
+        # split files are logged relative to data.root (no machine-local absolute paths)
+        root = Path(p["data.root"])
+        assert not Path(p["data.labeled_split"]).is_absolute()
         files.setdefault(float(p["data.label_ratio"]), set()).add(
-            (p["data.labeled_split"], p["data.unlabeled_split"]))
+            (str(root / p["data.labeled_split"]), str(root / p["data.unlabeled_split"])))
+    labeled_by_ratio = {float(c.data.params["data.label_ratio"]): c.data.params["data.labeled_split"]
+                        for c in children if c.data.params["method.name"] == "supervised"}
     assert set(files) == {0.25, 0.5}
     for ratio, pairs in files.items():
         assert len(pairs) == 1, f"trials at ratio {ratio} used different splits: {pairs}"
         labeled, unlabeled = next(iter(pairs))
+        assert Path(labeled).relative_to(synth).as_posix() == labeled_by_ratio[ratio]
         assert Path(labeled).is_file() and Path(labeled).is_relative_to(synth)
         digest = split_hash([labeled, unlabeled])
         assert parent.data.tags[f"{TAG_SPLIT_HASH_PREFIX}ratio_{ratio:g}_seed_0"] == digest

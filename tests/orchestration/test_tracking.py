@@ -11,6 +11,8 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
+from orchestration.naming import method_color
+from orchestration.overlays import MIN_PANEL_PX
 from orchestration.tracking import (
     TAG_CHECKPOINT,
     TAG_PARENT,
@@ -142,7 +144,9 @@ def test_parent_children_params_metrics_and_artifacts(tmp_path, store, client):
     assert params["method.w_select"] == "0.5"
     assert params["data.crop_size"] == "48"
     assert params["model.backbone"] == "resnet50"
-    assert len(params) > 50  # the whole flattened config, not a hand-picked subset
+    assert params["method.discriminator.lr"] == "0.0001"   # rrn's critic is rrn's to log
+    assert len(params) > 50  # the whole flattened config an rrn run uses, not a hand-picked subset
+    assert not any(k.startswith("runtime.output_dir") for k in params)
 
     assert history(client, trial.run_id, "train/loss") == [(1, 2.0), (2, 1.5)]
     m = run.data.metrics
@@ -160,7 +164,8 @@ def test_parent_children_params_metrics_and_artifacts(tmp_path, store, client):
     assert len(overlays) == 2
     got = Path(client.download_artifacts(trial.run_id, overlays[0], str(tmp_path)))
     with Image.open(got) as img:
-        assert img.size == (3 * 30 + 2 * 4, 20)  # image | prediction | ground truth
+        # image | ground truth | prediction, titled, each panel scaled up to be readable
+        assert img.size[0] >= 3 * MIN_PANEL_PX and img.size[1] > MIN_PANEL_PX * 20 // 30
     got = Path(client.download_artifacts(trial.run_id, "eval/step_0000002/confusion.png",
                                          str(tmp_path)))
     with Image.open(got) as img:
@@ -305,3 +310,76 @@ def test_credentials_never_reach_params_or_artifacts(tmp_path, store, client):
     # what is not secret stays usable
     assert run.data.params["runtime.storage_options.client_kwargs.endpoint_url"] == \
         "http://127.0.0.1:9000"
+
+
+# --------------------------------------------------------------------------- what runs say
+
+
+def test_params_are_what_the_method_uses_and_nothing_machine_local(tmp_path, store, client):
+    from orchestration.tags import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND
+
+    space = make_space(tmp_path / "space", "params")
+    sweep = SweepTracker(store, "exp-params", "params")
+    parent_id = sweep.start(space, git_commit=None, dataset_hash=None, split_hashes={},
+                            resume=False)
+    exp = client.get_experiment_by_name("exp-params")
+    assert exp.tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND_TRAINING  # the UI's runs view
+    parent = client.get_run(parent_id)
+    assert parent.data.params["search.method.w_select"] == "loguniform [0.1, 3.0]"
+
+    local = {"runtime.output_dir": str(tmp_path / "scratch" / "trial-x"),
+             "data.labeled_split": "/nonexistent/splits/r0.25/labeled.txt",
+             "data.unlabeled_split": "/nonexistent/splits/r0.25/unlabeled.txt"}
+    logged = {}
+    for method in ("supervised", "cps", "fixmatch", "rrn"):
+        cfg = make_config(method, 0.25, **local)
+        trial = TrialTracker(store, "exp-params", parent_id, f"t-{method}", method, cfg)
+        trial.close()
+        logged[method] = client.get_run(trial.run_id).data.params
+        # one colour per method in the UI's tables and charts, the same as in our plots
+        assert client.get_run(trial.run_id).data.tags["mlflow.runColor"] == method_color(method)
+        text = Path(client.download_artifacts(trial.run_id, "config.yaml",
+                                              str(tmp_path / method))).read_text()
+        assert str(tmp_path) not in text and "output_dir" not in text
+        tree = yaml.safe_load(text)
+        assert tree["data"]["labeled_split"] == "splits/r0.25/labeled.txt"  # relative to root
+        assert build_config(tree).method.name == method                     # still loads
+    for method, params in logged.items():
+        assert not any(k.startswith(("runtime.output_dir", "runtime.resume", "runtime.progress"))
+                       for k in params), method
+        assert params["optim.lr"] and params["data.crop_size"] == "48"
+    sup, cps, fix, rrn = (logged[m] for m in ("supervised", "cps", "fixmatch", "rrn"))
+    assert not any(k.startswith(("method.w_", "method.discriminator", "method.tau",
+                                 "data.unlabeled", "data.cutmix", "method.conf")) for k in sup
+                   if k != "method.w_select")   # the sweep searches it: every trial logs it
+    assert "method.w_select" in sup and "method.name" in sup
+    assert "method.w_cps" in cps and "method.tau_region" not in cps and "method.w_unsup" not in cps
+    assert "method.w_unsup" in fix and "method.conf_thresh" in fix and "method.w_cps" not in fix
+    assert {"method.w_cps", "method.w_select", "method.tau_region",
+            "method.discriminator.lr"} <= set(rrn)
+    sweep.finish()
+
+
+def test_collapsed_evaluations_are_tagged(tmp_path, store, client):
+    space = make_space(tmp_path / "space", "collapse")
+    sweep = SweepTracker(store, "exp-collapse", "collapse")
+    parent_id = sweep.start(space, git_commit=None, dataset_hash=None, split_hashes={},
+                            resume=False)
+    one_class = np.zeros((4, 4), int)
+    one_class[:, 0] = [50, 10, 10, 5]                      # every pixel predicted as class 0
+    healthy = np.diag([20, 10, 10, 5])
+    assert make_result(one_class).collapsed and not make_result(healthy).collapsed
+    trial = TrialTracker(store, "exp-collapse", parent_id, "t", "t", make_config("cps"))
+    trial.on_evaluation(2, make_result(one_class), None)
+    tags = client.get_run(trial.run_id).data.tags
+    assert (tags["rrn.collapsed"], tags["rrn.collapsed_at"]) == ("true", "2")
+    assert client.get_run(trial.run_id).data.metrics["val/dominant_share"] == 1.0
+    trial.on_evaluation(4, make_result(healthy), None)     # recovered: the history stays
+    tags = client.get_run(trial.run_id).data.tags
+    assert (tags["rrn.collapsed"], tags["rrn.collapsed_at"]) == ("false", "2")
+    trial.close("FAILED")
+    again = TrialTracker(store, "exp-collapse", parent_id, "t", "t", make_config("cps"))
+    again.on_evaluation(6, make_result(one_class), None)   # a resumed run keeps the earlier steps
+    assert client.get_run(trial.run_id).data.tags["rrn.collapsed_at"] == "2,6"
+    again.close()
+    sweep.finish()

@@ -1,0 +1,79 @@
+"""`rrn train` with tracking: rrn_core's single run, plus an MLflow run and metrics.jsonl.
+
+rrn_core's `train` command stays free of MLflow (data flows one way: orchestration
+wraps rrn_core). This module offers the same command with the tracking a sweep
+trial gets (orchestration/run_tracking.py); `register(app)` after rrn_core's
+registers it under the same name, so `rrn train` is tracked unless `--no-track`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+Overrides = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
+
+
+def train_command(
+    config: Annotated[Path, typer.Argument(help="Run config YAML (see configs/).")],
+    overrides: Overrides = None,
+    output_dir: Annotated[Optional[str], typer.Option(
+        help="Where checkpoints and metrics.jsonl go (local path or s3://...).")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Continue from output_dir's last checkpoint (and its MLflow run) if there is one.")] = True,
+    track: Annotated[bool, typer.Option(
+        "--track/--no-track", help="Log the run to MLflow (the sweeps' store) as well as "
+        "to metrics.jsonl.")] = True,
+    tracking_uri: Annotated[Optional[str], typer.Option(
+        "--tracking-uri", help="MLflow store (default: RRN_TRACKING_URI, MLFLOW_TRACKING_URI, "
+        "else sqlite in RRN_HOME).")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", "-e",
+                                            help="MLflow experiment of the run.")] = "rrn",
+) -> None:
+    """Train one run (supervised, cps, fixmatch or rrn) as the config says, tracked in MLflow."""
+    from rrn_core import cli as core
+    from rrn_core.data.errors import DataError
+    from rrn_core.loop import TrainHooks, train
+
+    from orchestration.run_tracking import standalone_hooks
+
+    cfg = core._load(config, overrides)
+    if output_dir:
+        cfg.runtime.output_dir = output_dir
+    cfg.runtime.resume = resume
+
+    class PrintEvaluations(TrainHooks):
+        def on_evaluation(self, step, result, checkpoint_dir):
+            flag = "  COLLAPSED (predicts one class)" if result.collapsed else ""
+            console.print(f"step {step}: mIoU {result.miou:.4f}  pixel acc {result.pixel_acc:.4f}"
+                          f"  checkpoint {checkpoint_dir}{flag}")
+
+    hooks, close, run_id = standalone_hooks(cfg, track=track, tracking_uri=tracking_uri,
+                                            experiment=experiment, extra=[PrintEvaluations()])
+    if run_id:
+        console.print(f"MLflow run {run_id} (experiment {experiment}); `rrn ui` to browse")
+    status = "FAILED"
+    try:
+        result = train(cfg, hooks)
+        status = "FINISHED"
+    except (DataError, FileNotFoundError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        close(status)
+    if result.final is not None:
+        core._print_eval(result.final)
+
+
+def register(app: typer.Typer) -> None:
+    """Register `rrn train` (call after rrn_core.cli.register: the later command wins)."""
+    app.command("train")(train_command)
