@@ -23,8 +23,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(2)
+    from rrn_core.cli_errors import fail
+
+    raise fail(message)
 
 
 @app.command("validate")

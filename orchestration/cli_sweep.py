@@ -44,15 +44,21 @@ ExecutionOpt = Annotated[Execution, typer.Option(
     "more through a Ray TorchTrainer (DDP); direct / trainer force one of them.")]
 VerboseOpt = Annotated[bool, typer.Option(
     "--verbose", "-v", help="Show Ray's worker logs and Tune's own progress tables.")]
+PlacementOpt = Annotated[Optional[float], typer.Option(
+    "--placement-timeout", min=1.0, help="Seconds trials may wait for cluster resources with none "
+    "running before the sweep stops with an error (default 300).")]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code)
+    from rrn_core.cli_errors import fail
+
+    return fail(message, code)
 
 
 def _say(message: str) -> None:
-    err.print(escape(message), highlight=False)
+    from rrn_core.cli_errors import say
+
+    say(message)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -141,6 +147,7 @@ def register(app: typer.Typer) -> None:
             "--set", help="Extra fixed value KEY=VALUE for every trial, e.g. "
             "--set data.root=/data/VOC2012 (repeatable; not for grid or searched keys).")] = None,
         verbose: VerboseOpt = False,
+        placement_timeout: PlacementOpt = None,
     ) -> None:
         """Run a search space on Ray Tune: grid x Optuna search, tracked in MLflow.
 
@@ -153,7 +160,8 @@ def register(app: typer.Typer) -> None:
 
         options = SweepOptions(address=address, resume=resume, max_concurrent=max_concurrent,
                                tracking_uri=tracking_uri, storage=storage, execution=execution.value,
-                               overrides=_parse_sets(set_ or []), verbose=verbose)
+                               overrides=_parse_sets(set_ or []), verbose=verbose,
+                               placement_timeout=placement_timeout)
         _run(space_file, options)
 
     @app.command("demo")

@@ -37,16 +37,25 @@ def train_command(
                                             help="MLflow experiment of the run.")] = "rrn",
 ) -> None:
     """Train one run (supervised, cps, fixmatch or rrn) as the config says, tracked in MLflow."""
-    from rrn_core import cli as core
-    from rrn_core.data.errors import DataError
-    from rrn_core.loop import TrainHooks, train
+    import os
 
+    from rrn_core import cli as core
+    from rrn_core.cli_errors import user_errors
+    from rrn_core.loop import TrainHooks, train
+    from rrn_core.preflight import raise_problems
+
+    from orchestration import storage
+    from orchestration.preflight import tracking_problems
     from orchestration.run_tracking import standalone_hooks
 
-    cfg = core._load(config, overrides)
-    if output_dir:
-        cfg.runtime.output_dir = output_dir
-    cfg.runtime.resume = resume
+    # The up-front check (rrn_core/preflight.py): config, data, device, output folder.
+    cfg = core.prepared_run(config, overrides, output_dir, resume)
+    if track:  # ... and the MLflow store this run will log to, before anything is written
+        uri = (tracking_uri or os.environ.get("RRN_TRACKING_URI")
+               or os.environ.get("MLFLOW_TRACKING_URI") or storage.default_tracking_uri())
+        field = "--tracking-uri" if tracking_uri else "tracking URI (RRN_TRACKING_URI / MLFLOW_TRACKING_URI / RRN_HOME)"
+        with user_errors():
+            raise_problems(str(config), tracking_problems(uri, field))
 
     class PrintEvaluations(TrainHooks):
         def on_evaluation(self, step, result, checkpoint_dir):
@@ -60,11 +69,9 @@ def train_command(
         console.print(f"MLflow run {run_id} (experiment {experiment}); `rrn ui` to browse")
     status = "FAILED"
     try:
-        result = train(cfg, hooks)
+        with user_errors():
+            result = train(cfg, hooks)
         status = "FINISHED"
-    except (DataError, FileNotFoundError) as err:
-        console.print(f"[bold red]error:[/] {err}")
-        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         status = "KILLED"
         raise

@@ -204,7 +204,11 @@ def build_request(
         env_vars.update({n: os.environ[n] for n in FORWARDED_ENV if os.environ.get(n)})
     env_vars.update(env or {})
 
-    program = ["rrn", "sweep", rel] if command == "sweep" else ["rrn", "space", "validate", rel]
+    # `python -m rrn`, not the `rrn` script: the job runs with the cluster's Python (the
+    # one Ray runs), whose PATH need not hold the venv's scripts (`/bin/sh: rrn: not
+    # found`), and the uploaded working_dir puts this very rrn package on its path.
+    program = (["python", "-m", "rrn", "sweep", rel] if command == "sweep"
+               else ["python", "-m", "rrn", "space", "validate", rel])
     return JobRequest(
         entrypoint=shlex.join(program),
         submission_id=submission_id(resolved, commit),

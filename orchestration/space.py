@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from orchestration import storage
 from rrn_core.config import RunConfig, set_dotted
+from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
@@ -175,6 +176,22 @@ class ScalingSpec(_Strict):
                 raise ValueError(f"resources_per_worker.{name} must be >= 0 (got {amount})")
         return self
 
+    @model_validator(mode="after")
+    def _one_gpu_per_rank(self) -> ScalingSpec:
+        """A DDP rank trains on exactly one device: with several workers a fraction of a
+        GPU puts two ranks on one device (NCCL refuses to start), and more than one GPU
+        per worker leaves the extra ones idle."""
+        gpus = (self.resources_per_worker or {}).get("GPU")
+        if gpus is None or not self.use_gpu:
+            return self
+        if gpus > 1:
+            raise ValueError(f"resources_per_worker.GPU is {gpus:g}: each worker (DDP rank) trains on one "
+                             "GPU; use num_workers for more GPUs")
+        if self.num_workers > 1 and gpus != 1:
+            raise ValueError(f"resources_per_worker.GPU is {gpus:g} with {self.num_workers} workers: DDP "
+                             "needs one whole GPU per rank (NCCL refuses two ranks on one device)")
+        return self
+
 
 class TrackingSpec(_Strict):
     uri: str | None = None
@@ -204,6 +221,9 @@ class SweepSpace(_Strict):
     base: dict[str, Any] | None = None
     fixed: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    # Grid points to leave out: each entry matches the points whose values equal all of
+    # its (axis: value) pairs, e.g. {method.name: cps, data.label_ratio: 0.5}.
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
     search: dict[str, Distribution] = Field(default_factory=dict)
     num_samples: int = Field(1, ge=1)
     metric: str = Field("val/mIoU", min_length=1)
@@ -222,6 +242,18 @@ class SweepSpace(_Strict):
             raise ValueError("give exactly one of base_config (a file) or base (an inline mapping)")
         return self
 
+    @model_validator(mode="after")
+    def _exclude_names_grid_values(self) -> SweepSpace:
+        for i, entry in enumerate(self.exclude):
+            if not entry:
+                raise ValueError(f"exclude[{i}] is empty (it would remove every grid point)")
+            for key, value in entry.items():
+                if key not in self.grid:
+                    raise ValueError(f"exclude[{i}]: {key} is not a grid axis")
+                if value not in self.grid[key]:
+                    raise ValueError(f"exclude[{i}]: {key}={value!r} is not one of the grid's values")
+        return self
+
 
 # --------------------------------------------------------------------------- resolved
 
@@ -238,7 +270,9 @@ class ResolvedSpace:
     def grid_points(self) -> list[dict[str, Any]]:
         """The crossed grid in file order, the last axis varying fastest."""
         keys = list(self.space.grid)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*self.space.grid.values())]
+        points = [dict(zip(keys, combo)) for combo in itertools.product(*self.space.grid.values())]
+        return [p for p in points
+                if not any(all(p[k] == v for k, v in entry.items()) for entry in self.space.exclude)]
 
     @property
     def trial_count(self) -> int:
@@ -577,6 +611,10 @@ def load_space(path: str | Path) -> ResolvedSpace:
         base = _read_yaml(base_path, "base config")
     else:
         base = dict(space.base or {})
+    # Relative input paths: against the base config's folder (inline base and the
+    # space's own entries: against the space file's folder); see rrn_core/paths.py.
+    resolve_tree_paths(base, base_path.parent if base_path is not None else path.resolve().parent)
+    space.fixed = resolve_dotted_paths(space.fixed, path.resolve().parent)
     resolved = ResolvedSpace(path=path, space=space, base=base, base_path=base_path)
 
     errors = _static_errors(space)

@@ -70,6 +70,7 @@ class SweepOptions:
     overrides: dict[str, Any] = field(default_factory=dict)   # --set KEY=VALUE, as `fixed:`
     verbose: bool = False               # Ray's worker logs and Tune's own reporter
     progress: bool = True               # our per-change progress lines (stderr)
+    placement_timeout: float | None = None   # s with trials pending and none running; None: default
 
 
 @dataclass
@@ -86,6 +87,7 @@ class PreparedSweep:
     storage_path: str
     endpoint_url: str | None
     exists: bool                        # a Tune experiment of this name is already in storage
+    discard: bool = False               # it is an earlier attempt that finished no trial: start afresh
 
     @property
     def name(self) -> str:
@@ -150,35 +152,122 @@ def prepare_sweep(space_path: str | Path, options: SweepOptions, say: Say = prin
     except ValueError as err:
         raise SweepError(f"{resolved.path}: scaling: {err}") from None
 
-    problems = check_data(resolved, configs, labels, say)
-    if problems:
-        raise SweepError(f"{resolved.path}: cannot start the sweep:\n"
-                         + "\n".join(f"  {p}" for p in problems))
-
     tracking_uri = options.tracking_uri or resolved.tracking_uri
     storage_path = options.storage or resolved.storage_path
+    problems = static_problems(resolved, configs, labels, tracking_uri, storage_path, options)
+    problems += check_data(resolved, configs, labels, say)
+    if problems:
+        raise SweepError(f"{resolved.path}: cannot start the sweep:\n"
+                         + "\n".join(f"  {p}" for p in dict.fromkeys(problems)))
+
     if not storage.is_remote(storage_path):
         storage_path = str(Path(storage_path).expanduser().resolve())
     endpoint = resolved.storage_endpoint_url
     if endpoint and not storage.is_s3(storage_path):
         endpoint = None
-    _check_tracking_server(tracking_uri)
     exists = _experiment_exists(storage_path, endpoint, space.name)
-    if exists and not options.resume:
+    prepared = PreparedSweep(resolved, points, configs, labels, execution,
+                             options.max_concurrent or space.max_concurrent_trials,
+                             tracking_uri, storage_path, endpoint, exists)
+    if exists and finished_trials(prepared) == 0:
+        # Nothing to keep: a sweep that failed before any trial finished (bad
+        # resources, a fixed typo) is re-run under its own name, with or without --resume.
+        say(f"sweep {space.name!r}: the earlier attempt at {prepared.experiment_path} finished no "
+            "trial; it is discarded and the sweep starts afresh")
+        prepared.exists, prepared.discard = False, True
+    elif exists and not options.resume:
         raise SweepError(
             f"a sweep named {space.name!r} already has results at {storage_path}/{space.name}: "
             f"pass --resume to continue it (finished trials are kept), or change `name` in "
             f"{resolved.path} to start a new one")
-    if options.resume and not exists:
+    elif options.resume and not exists:
         say(f"nothing to resume at {storage_path}/{space.name}: starting sweep {space.name!r} afresh")
-    prepared = PreparedSweep(resolved, points, configs, labels, execution,
-                             options.max_concurrent or space.max_concurrent_trials,
-                             tracking_uri, storage_path, endpoint, exists)
-    if exists:
+    if prepared.exists:
         _check_same_space(prepared)
     if options.address or os.environ.get("RAY_ADDRESS"):
         _warn_local_paths(prepared, say)
     return prepared
+
+
+def static_problems(resolved: ResolvedSpace, configs: list[RunConfig], labels: list[str],
+                    tracking_uri: str, storage_path: str, options: SweepOptions) -> list[str]:
+    """What can be refused without data or a cluster: the objective metric, devices
+    against scaling, pretrained weights, the MLflow store and the Ray storage folder."""
+    from orchestration.preflight import metric_problem, storage_problems, tracking_problems
+    from rrn_core.preflight import pretrained_problem
+
+    space = resolved.space
+    problems: list[str] = []
+    for cfg, label in zip(configs, labels):
+        where = f"   [grid point {label}]" if space.grid else ""
+        if p := metric_problem(space.metric, cfg):
+            problems.append(p)
+        if cfg.runtime.device == "cuda" and not space.scaling.use_gpu:
+            problems.append(f"runtime.device: 'cuda' but scaling.use_gpu is false: Ray gives the "
+                            f"trial no GPU (set scaling.use_gpu: true or runtime.device: auto){where}")
+        if p := pretrained_problem(cfg):
+            problems.append(p + where)
+    field = "--tracking-uri" if options.tracking_uri else "tracking.uri"
+    problems += tracking_problems(tracking_uri, field)
+    problems += storage_problems(storage_path, "--storage" if options.storage else "storage.path")
+    return problems
+
+
+def finished_trials(prepared: PreparedSweep) -> int:
+    """How many trials of the saved experiment finished (TERMINATED after reporting
+    results), read from its experiment state without Ray; -1 when the state cannot
+    be read (then the attempt is kept)."""
+    import pyarrow.fs
+
+    path, fs = _ray_storage(prepared.storage_path, prepared.endpoint_url)
+    fs = fs or pyarrow.fs.LocalFileSystem()
+    folder = f"{path}/{prepared.name}"
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(folder))
+        states = sorted(i.path for i in infos if Path(i.path).name.startswith("experiment_state")
+                        and i.path.endswith(".json"))
+        if not states:
+            return -1
+        with fs.open_input_stream(states[-1]) as src:
+            state = json.loads(src.read().decode())
+    except (OSError, ValueError):
+        return -1
+    finished = 0
+    for entry in state.get("trial_data", []):
+        # [trial json state, run metadata json]; a trial Tune stopped before it was ever
+        # placed is TERMINATED too, but it never reported a result
+        try:
+            trial, meta = json.loads(entry[0]), json.loads(entry[1])
+        except (TypeError, ValueError, IndexError):
+            return -1
+        finished += trial.get("status") == "TERMINATED" and bool(meta.get("last_result"))
+    return finished
+
+
+def discard_attempt(prepared: PreparedSweep, tracking_uri: str, say: Say) -> None:
+    """Remove the results folder of an attempt that finished no trial, and move its
+    MLflow parent and trial runs to the bin (restorable), so that `--resume` later
+    finds this sweep's parent run and no other."""
+    import pyarrow.fs
+    from mlflow import MlflowClient
+
+    from orchestration.tracking import ROLE_SWEEP, TAG_PARENT, TAG_ROLE, TAG_SWEEP, find_runs_by_tags
+
+    path, fs = _ray_storage(prepared.storage_path, prepared.endpoint_url)
+    fs = fs or pyarrow.fs.LocalFileSystem()
+    fs.delete_dir(f"{path}/{prepared.name}")
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(prepared.resolved.space.tracking.experiment)
+    if exp is None:
+        return
+    parents = find_runs_by_tags(client, [exp.experiment_id],
+                                {TAG_SWEEP: prepared.name, TAG_ROLE: ROLE_SWEEP})
+    for parent in parents:
+        for child in find_runs_by_tags(client, [exp.experiment_id], {TAG_PARENT: parent.info.run_id}):
+            client.delete_run(child.info.run_id)
+        client.delete_run(parent.info.run_id)
+    if parents:
+        say(f"moved {len(parents)} MLflow parent run(s) of the discarded attempt to the bin")
 
 
 def space_fingerprint(prepared: PreparedSweep) -> str:
@@ -240,7 +329,10 @@ def _apply_overrides(resolved: ResolvedSpace, overrides: Mapping[str, Any]) -> N
         problem = field_problem(key)
         if problem:
             raise SpaceError(f"--set {key}: {problem}")
-    space.fixed = {**space.fixed, **overrides}
+    from rrn_core.paths import resolve_dotted_paths
+
+    # command-line paths are relative to the current directory (rrn_core/paths.py)
+    space.fixed = {**space.fixed, **resolve_dotted_paths(overrides, Path.cwd())}
 
 
 def _data_key(cfg: RunConfig) -> str:
@@ -305,27 +397,13 @@ def _quarters(say: Say, root: Path) -> Callable[[int, int], None]:
 
 
 def _split_problems(resolved: ResolvedSpace, cfg: RunConfig, label: str) -> list[str]:
-    from rrn_core.data.bundle import layout_for
-    from rrn_core.data.splits import labeled_size
+    from rrn_core.preflight import split_problem, unlabeled_count
 
+    if problem := split_problem(cfg):   # rrn_core's rule: semi-supervised needs unlabeled images
+        return [f"{problem}   [grid point {label}]"]
     d = cfg.data
-    layout = layout_for(d)
-    if d.labeled_split is not None:
-        unlabeled = (len(layout.samples(d.unlabeled_split, "train", need_mask=False))
-                     if d.unlabeled_split else 0)
-    else:
-        total = len(layout.samples(d.train_split, "train", need_mask=False))
-        if d.label_ratio is None and d.label_count is None:
-            unlabeled = 0
-        else:
-            try:
-                unlabeled = total - labeled_size(total, d.label_ratio, d.label_count)
-            except ValueError as err:
-                return [f"data: {err}   [grid point {label}]"]
-    problems = []
-    if cfg.method.uses_unlabeled and unlabeled == 0:
-        problems.append(f"method {cfg.method.name!r} needs unlabeled images but this split leaves "
-                        f"none (set data.label_ratio < 1 or data.label_count)   [grid point {label}]")
+    unlabeled = unlabeled_count(cfg)
+    problems: list[str] = []
     sch = resolved.space.scheduler
     if sch.type == "asha" and cfg.method.name == "rrn" and cfg.method.warmup_epochs > 0 and unlabeled:
         per_step = d.unlabeled_batch_size * resolved.space.scaling.num_workers
@@ -340,29 +418,6 @@ def _split_problems(resolved: ResolvedSpace, cfg: RunConfig, label: str) -> list
                 f"before their unlabeled losses begin; set grace_period to at least "
                 f"{int(warmup_iters // cfg.eval.every) + 1} (and max_t above it)   [grid point {label}]")
     return problems
-
-
-def _check_tracking_server(uri: str) -> None:
-    """A tracking server must answer before trials start (each would fail alone);
-    a local sqlite store is created on first use, so it is not touched here."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    from mlflow import MlflowClient
-
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                                            "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as err:  # noqa: BLE001 - any failure means trials could not log
-        raise SweepError(f"tracking server {storage.redact_text(uri)} does not answer "
-                         f"({type(err).__name__}: {storage.redact_text(str(err))[:300]})") from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _ray_storage(path: str, endpoint: str | None) -> tuple[str, Any]:
@@ -430,7 +485,10 @@ def connect_ray(address: str | None, verbose: bool = False) -> bool:
         return False
     level = logging.INFO if verbose else logging.WARNING
     if address:
-        env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+        # Secrets stay out of the job's runtime_env (Ray logs runtime envs in clear):
+        # the cluster's nodes need their own AWS_* / MLFLOW_TRACKING_* credentials.
+        env = {k: os.environ[k] for k in FORWARDED_ENV
+               if os.environ.get(k) and not storage.is_secret_key(k)}
         ray.init(address=address, log_to_driver=verbose, logging_level=level,
                  runtime_env={"env_vars": env} if env else None)
     elif os.environ.get("RAY_ADDRESS"):
@@ -485,7 +543,8 @@ def make_searcher(prepared: PreparedSweep) -> GridSearcher:
                         samplers=samplers, fingerprint=space_fingerprint(prepared))
 
 
-def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: Any) -> Any:
+def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: Any,
+           watchdog: Any) -> Any:
     from ray import tune
 
     from orchestration.searcher import build_scheduler
@@ -495,6 +554,8 @@ def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: 
     path, fs = _ray_storage(prepared.storage_path, prepared.endpoint_url)
     trainable = make_trainable(plan)
     if prepared.exists:  # --resume (checked in prepare_sweep)
+        # A restored Tuner keeps its saved RunConfig (no watchdog); resources were
+        # checked against the cluster before this point.
         return tune.Tuner.restore(f"{path}/{prepared.name}", trainable, resume_unfinished=True,
                                   restart_errored=True, storage_filesystem=fs)
     sch = space.scheduler
@@ -516,27 +577,68 @@ def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: 
             name=prepared.name, storage_path=path, storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=tune_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[progress] if options.progress else [], verbose=1 if options.verbose else 0),
+            stop=watchdog.stopper,
+            callbacks=[watchdog.callback, *([progress] if options.progress else [])],
+            verbose=1 if options.verbose else 0),
     )
+
+
+def _bundle_text(plan: Any) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in plan.worker_resources().items()) + "}"
+
+
+def check_cluster(prepared: PreparedSweep, say: Say) -> None:
+    """Print the cluster's totals and refuse (SweepError) a trial it can never place:
+    otherwise Tune waits forever with only a warning (a GPU on a CPU machine,
+    {CPU: 64} on 2 cores, 8 workers on 2 cores)."""
+    from orchestration.preflight import alive_nodes, describe_cluster, resource_problems
+    from orchestration.trial import TrialPlan
+
+    space = prepared.resolved.space
+    plan = TrialPlan(sweep_name=prepared.name, point_trees=(), point_labels=(),
+                     execution=prepared.execution,  # type: ignore[arg-type]
+                     num_workers=space.scaling.num_workers, use_gpu=space.scaling.use_gpu,
+                     resources_per_worker=dict(space.scaling.resources_per_worker or {}))
+    nodes = alive_nodes()
+    say(f"cluster: {describe_cluster(nodes)}")
+    problems = resource_problems(nodes, plan.worker_resources(), plan.num_workers, plan.execution)
+    if problems:
+        raise SweepError(f"{prepared.resolved.path}: cannot start the sweep:\n"
+                         + "\n".join(f"  {p}" for p in problems))
 
 
 def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) -> SweepOutcome:
     """Write splits, open the parent run, run (or resume) Tune, summarise, close."""
     import ray
 
+    from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+
+    from orchestration.preflight import DEFAULT_PLACEMENT_TIMEOUT_S, PlacementWatchdog, alive_nodes, describe_cluster
     from orchestration.progress import SweepProgress
     from orchestration.tracking import SweepTracker, resolve_tracking_uri
     from orchestration.trial import TrialPlan
 
     space = prepared.resolved.space
-    trees, split_hashes, dataset_hash = write_splits(prepared)
     if not options.verbose:
         _quiet()
+    timeout = options.placement_timeout or DEFAULT_PLACEMENT_TIMEOUT_S
+    # Ray Train's wait for a trial's worker group is bounded by the same timeout.
+    os.environ.setdefault(WORKER_GROUP_START_TIMEOUT_S_ENV_VAR, f"{timeout:g}")
     started_ray = connect_ray(options.address, options.verbose)
-    tracking_uri = resolve_tracking_uri(prepared.tracking_uri)
+    try:
+        check_cluster(prepared, say)          # before the first write: exit 2, nothing left behind
+        tracking_uri = resolve_tracking_uri(prepared.tracking_uri)
+        if prepared.discard:
+            discard_attempt(prepared, tracking_uri, say)
+        trees, split_hashes, dataset_hash = write_splits(prepared)
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
     tracker = SweepTracker(tracking_uri, space.tracking.experiment, prepared.name)
     status = "FAILED"
     progress: SweepProgress | None = None
+    watchdog = PlacementWatchdog(timeout)
     try:
         parent = tracker.start(prepared.resolved, git_commit=_git_label(), dataset_hash=dataset_hash,
                                split_hashes=split_hashes, resume=options.resume)
@@ -554,8 +656,16 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
             experiment=space.tracking.experiment, parent_run_id=parent)
         progress = SweepProgress(prepared.name, prepared.resolved.trial_count, space.metric,
                                  space.mode)
-        results = _tuner(prepared, plan, options, progress).fit()
+        with storage.credentials_kept_out_of_ray():
+            results = _tuner(prepared, plan, options, progress, watchdog).fit()
         outcome = _outcome(prepared, results, parent, split_hashes)
+        if watchdog.fired:
+            raise SweepError(
+                f"sweep {prepared.name}: no trial could be placed for {timeout:g} s (trials waited "
+                f"for {_bundle_text(plan)} per worker with none running; cluster: "
+                f"{describe_cluster(alive_nodes())}). Free the cluster or lower "
+                f"scaling in {prepared.resolved.path}; rerunning under the same name starts afresh "
+                "when no trial finished")
         _close_trial_runs(tracker, outcome)
         unfinished = [t for t in outcome.trials if t.status not in ("TERMINATED", "ERROR")]
         status = "KILLED" if unfinished else ("FAILED" if outcome.failed else "FINISHED")

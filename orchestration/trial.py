@@ -241,8 +241,11 @@ class _Tracking:
 
 def _train_reporting(cfg: RunConfig, *, trial_id: str, is_main: bool, tracking: _Tracking | None,
                      report: Callable[..., None], checkpoint_from_dir: Callable[[str], Any],
-                     latest_checkpoint: Callable[[], Any], storage_scheme: str) -> None:
-    """Run the loop in a private temp dir, resuming from Ray's last checkpoint if any."""
+                     latest_checkpoint: Callable[[], Any], storage_scheme: str,
+                     device: Any = None) -> None:
+    """Run the loop in a private temp dir, resuming from Ray's last checkpoint if any.
+
+    `device`: the GPU Ray assigned to this worker (None: rrn_core picks from the config)."""
     from rrn_core.loop import train
 
     workdir = Path(tempfile.mkdtemp(prefix=f"rrn-trial-{trial_id}-"))
@@ -264,7 +267,7 @@ def _train_reporting(cfg: RunConfig, *, trial_id: str, is_main: bool, tracking: 
         hooks = ReportHooks(report, checkpoint_from_dir, is_main=is_main,
                             total_steps=run_cfg.optim.iters, tracker=tracker,
                             latest_checkpoint=latest_checkpoint, storage_scheme=storage_scheme)
-        train(run_cfg, hooks, resume_from=resume_from)
+        train(run_cfg, hooks, resume_from=resume_from, device=device)
         status = "FINISHED"
     except SystemExit:
         # Tune stops a trial by exiting its training thread: ASHA early (KILLED), or at
@@ -340,13 +343,18 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     """Every Ray Train worker: the loop under the process group Ray set up."""
     import ray.train
 
+    from ray.train.torch import get_device
+
     cfg = RunConfig.model_validate(loop_config["config"])
     is_main = ray.train.get_context().get_world_rank() == 0
+    # Ray's assignment, not LOCAL_RANK % device_count: they differ with GPU: 2 or 0.5 per worker.
+    assigned = get_device()
     _train_reporting(cfg, trial_id=loop_config["trial_id"], is_main=is_main,
                      tracking=loop_config["tracking"], report=ray.train.report,
                      checkpoint_from_dir=ray.train.Checkpoint.from_directory,
                      latest_checkpoint=ray.train.get_checkpoint,
-                     storage_scheme=loop_config["storage_scheme"])
+                     storage_scheme=loop_config["storage_scheme"],
+                     device=assigned if assigned.type == "cuda" and cfg.runtime.device != "cpu" else None)
 
 
 def _join(base: str, *parts: str) -> str:

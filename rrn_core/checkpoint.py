@@ -10,6 +10,10 @@ Loading uses torch.load(weights_only=True): a checkpoint fetched from a shared b
 cannot run code. save_checkpoint therefore refuses, naming the key, any value that
 such a load could not read back (numpy arrays, arbitrary objects), so the mistake shows
 up at the first save rather than at resume time.
+
+Writing in the background, so that training does not wait for a large upload, is
+rrn_core.checkpoint_writer's job; it uses serialize_checkpoint and
+write_checkpoint_bytes from here, so both paths commit the same way.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "capture_rng_state",
+    "check_plain",
     "checkpoint_exists",
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
+    "serialize_checkpoint",
+    "write_checkpoint_bytes",
 ]
 
 _PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)
@@ -69,10 +76,25 @@ def _check_plain(value: Any, where: str) -> None:
 
 def save_checkpoint(state: dict[str, Any], url: str, storage_options: Mapping[str, Any] | None = None) -> None:
     """Write `state` to a local path or an fsspec URL (s3://bucket/key), replacing it whole."""
-    _check_plain(state, "state")
+    write_checkpoint_bytes(serialize_checkpoint(state), url, storage_options)
+
+
+def serialize_checkpoint(state: dict[str, Any]) -> bytes:
+    """Check `state` (see check_plain) and torch.save it to bytes.
+
+    Separate from the write so that a background writer can serialise once and retry
+    only the upload, and so a state that cannot be saved never touches the store.
+    """
+    check_plain(state)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def write_checkpoint_bytes(data: bytes, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Commit serialised checkpoint bytes at `url` atomically: a reader sees the old
+    object or the new one, never part of one (temp file + os.replace on local disks;
+    one PUT, or a multipart upload that only appears when completed, on S3)."""
     fs, path = _fs(url, storage_options)
     if isinstance(fs, LocalFileSystem):
         _write_local_atomic(path, data)
@@ -81,6 +103,12 @@ def save_checkpoint(state: dict[str, Any], url: str, storage_options: Mapping[st
             fs.pipe_file(path, data)
         except Exception as err:  # network / permission errors come in many types
             raise CheckpointError(f"{url}: could not write checkpoint: {err}") from err
+
+
+def check_plain(state: Mapping[str, Any]) -> None:
+    """Raise TypeError, naming the key, for any value torch.load(weights_only=True)
+    could not read back; run before anything is written."""
+    _check_plain(state, "state")
 
 
 def _write_local_atomic(path: str, data: bytes) -> None:

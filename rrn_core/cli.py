@@ -8,43 +8,55 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+from rrn_core.cli_errors import fail, user_errors
+
+console = Console(stderr=True, soft_wrap=True)
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
+EVAL_MODES = ("whole", "sliding")
 
 
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
+def load_run_config(config: Path, overrides: list[str] | None):
+    """The config file plus --set overrides; ConfigError (exit 2) on any problem."""
+    from rrn_core.config import load_config, parse_override
 
-
-def _load(config: Path, overrides: list[str] | None):
-    from rrn_core.config import ConfigError, load_config, parse_override
-
-    try:
+    with user_errors():
         pairs = dict(parse_override(o) for o in overrides or [])
         return load_config(config, pairs)
-    except ConfigError as err:
-        _fail(str(err))
+
+
+_load = load_run_config  # the name orchestration/cli_train.py used
+
+
+def prepared_run(config: Path, overrides: list[str] | None, output_dir: str | None, resume: bool):
+    """`rrn train`'s config after the up-front check (rrn_core/preflight.py): nothing
+    has been written when this returns or refuses."""
+    from rrn_core.preflight import check_run
+
+    cfg = load_run_config(config, overrides)
+    with user_errors():
+        if output_dir:
+            cfg.runtime.output_dir = output_dir
+        cfg.runtime.resume = resume
+        check_run(cfg, str(config))
+    return cfg
 
 
 def _config_from_checkpoint(checkpoint: str, config: Path | None, overrides: list[str] | None,
-                            storage_options: dict | None = None):
-    """A checkpoint carries its run config, so eval/predict need nothing else."""
-    from rrn_core.checkpoint import load_checkpoint
-    from rrn_core.config import ConfigError, build_config, parse_override
+                            storage_options: dict | None = None, data: str = "val"):
+    """A checkpoint carries its run config, so eval/predict need nothing else; the
+    checkpoint, the config and the data it reads are checked before anything runs."""
+    from rrn_core.config import build_config, parse_override
+    from rrn_core.preflight import read_checkpoint, run_problems, raise_problems
 
-    url = checkpoint if checkpoint.endswith(".pt") else f"{checkpoint.rstrip('/')}/last.pt"
-    try:
-        state = load_checkpoint(url, storage_options or {})
-    except (FileNotFoundError, ValueError, OSError) as err:
-        _fail(str(err))
-    try:
+    with user_errors():
+        state = read_checkpoint(checkpoint, storage_options)
         pairs = dict(parse_override(o) for o in overrides or [])
-        cfg = _load(config, overrides) if config else build_config(state["config"], pairs, source=url)
-    except ConfigError as err:
-        _fail(str(err))
+        source = f"{checkpoint} (its run config)" if config is None else str(config)
+        cfg = (load_run_config(config, overrides) if config
+               else build_config(state["config"], pairs, source=source))
+        raise_problems(source, run_problems(cfg, data=data, output=False))
     return cfg, state
 
 
@@ -55,34 +67,31 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue from output_dir's last checkpoint if there is one.")] = True,
 ) -> None:
     """Train one run (supervised, cps, fixmatch or rrn) as the config says."""
-    from rrn_core.data.errors import DataError
     from rrn_core.loop import TrainHooks, train
 
-    cfg = _load(config, overrides)
-    if output_dir:
-        cfg.runtime.output_dir = output_dir
-    cfg.runtime.resume = resume
+    cfg = prepared_run(config, overrides, output_dir, resume)
 
     class PrintEvaluations(TrainHooks):
         def on_evaluation(self, step, result, checkpoint_dir):
             console.print(f"step {step}: mIoU {result.miou:.4f}  pixel acc {result.pixel_acc:.4f}"
                           f"  checkpoint {checkpoint_dir}")
 
-    try:
+    with user_errors():
         result = train(cfg, PrintEvaluations())
-    except (DataError, FileNotFoundError) as err:
-        _fail(str(err))
     if result.final is not None:
         _print_eval(result.final)
 
 
 def eval_command(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or directory (local or s3://).")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file, checkpoints/ folder or a run's "
+                                              "output folder (local or s3://).")],
     config: Annotated[Optional[Path], typer.Option(help="Use this config instead of the checkpoint's.")] = None,
     overrides: Overrides = None,
     mode: Annotated[Optional[str], typer.Option(help="whole | sliding (default: the config's).")] = None,
 ) -> None:
     """Evaluate a checkpoint on the validation split: mIoU, per-class IoU, pixel accuracy."""
+    if mode is not None and mode not in EVAL_MODES:
+        raise fail(f"--mode: must be one of {', '.join(EVAL_MODES)}, got {mode!r}")
     import torch
 
     from rrn_core.data.bundle import build_datasets
@@ -92,9 +101,10 @@ def eval_command(
     cfg, state = _config_from_checkpoint(checkpoint, config, overrides)
     if mode:
         cfg.eval.mode = mode
-    device = resolve_device(cfg.runtime.device, dist_info())
-    branches = _branches_from_state(cfg, state, device)
-    bundle = build_datasets(cfg.data, cfg.runtime.seed)
+    with user_errors():
+        device = resolve_device(cfg.runtime.device, dist_info())
+        branches = _branches_from_state(cfg, state, device)
+        bundle = build_datasets(cfg.data, cfg.runtime.seed)
     loader = torch.utils.data.DataLoader(bundle.val, batch_size=1)
     result = evaluate(branches, loader, cfg.data.num_classes, bundle.class_names, cfg.eval, device,
                       amp_dtype(cfg, device))
@@ -102,45 +112,69 @@ def eval_command(
 
 
 def predict_command(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file or directory (local or s3://).")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file, checkpoints/ folder or a run's "
+                                              "output folder (local or s3://).")],
     images: Annotated[list[Path], typer.Argument(help="Image files (any mode; converted to RGB).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the overlay PNGs.")] = Path("predictions"),
     config: Annotated[Optional[Path], typer.Option(help="Use this config instead of the checkpoint's.")] = None,
 ) -> None:
-    """Segment images and write colour overlays (<name>_overlay.png) and masks (<name>_mask.png)."""
+    """Segment images and write colour overlays (<name>_overlay.png) and masks (<name>_mask.png).
+
+    Every image is opened, and the output folder judged writable, before the first
+    file is written: a bad image leaves no half-written output behind."""
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
 
-    from rrn_core.data.transforms import normalize
+    from rrn_core.data.errors import DataError, read_rgb
     from rrn_core.evaluate import predict_probs
+    from rrn_core.data.transforms import normalize
     from rrn_core.loop import dist_info, resolve_device
+    from rrn_core.preflight import raise_problems, writable_dir_problem
     from rrn_core.visualize import colorize, overlay
 
-    cfg, state = _config_from_checkpoint(checkpoint, config, None)
-    device = resolve_device(cfg.runtime.device, dist_info())
-    branches = _branches_from_state(cfg, state, device)
-    out.mkdir(parents=True, exist_ok=True)
+    problems = []
+    if problem := writable_dir_problem(out, "--out"):
+        problems.append(problem)
+    rgbs = []
     for path in images:
         try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-            _fail(f"{path}: cannot read image ({err})")
+            rgbs.append(np.asarray(read_rgb(Path(path))))
+        except DataError as err:
+            problems.append(f"IMAGES: {err}")
+    stems = [p.stem for p in images]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        problems.append(f"IMAGES: several images are named {twice[0]!r}; their outputs would overwrite "
+                        "each other")
+    with user_errors():
+        raise_problems("rrn predict", problems, "cannot predict")
+    cfg, state = _config_from_checkpoint(checkpoint, config, None, data="none")
+    with user_errors():
+        device = resolve_device(cfg.runtime.device, dist_info())
+        branches = _branches_from_state(cfg, state, device)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, rgb in zip(images, rgbs):
         x = normalize(rgb).unsqueeze(0).to(device)
         with torch.no_grad():
             pred = predict_probs(branches, x, cfg.data.num_classes, cfg.eval).argmax(1)[0].cpu().numpy()
         overlay(rgb, pred, cfg.data.num_classes).save(out / f"{path.stem}_overlay.png")
         colorize(pred).save(out / f"{path.stem}_mask.png")
-        console.print(f"{path} -> {out / (path.stem + '_overlay.png')}")
+        console.print(f"{path} -> {out / (path.stem + '_overlay.png')}", highlight=False)
 
 
 def _branches_from_state(cfg, state, device):
     from rrn_core.methods import build_method
     from rrn_core.loop import load_model_state
 
+    from rrn_core.cli_errors import UserError
+
     method = build_method(cfg, cfg.data.num_classes)
-    load_model_state(method, state["model"])
+    try:
+        load_model_state(method, state["model"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(f"the checkpoint's model does not fit its config (method.name "
+                        f"{cfg.method.name!r}, model.backbone {cfg.model.backbone!r}): {reason}") from None
     return [b.to(device).eval() for b in method.branches]
 
 

@@ -239,9 +239,21 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def build_config(tree: dict[str, Any], overrides: dict[str, Any] | None = None,
-                 source: str = "config") -> RunConfig:
+                 source: str = "config", base_dir: str | Path | None = None) -> RunConfig:
+    """A validated RunConfig from a tree plus dotted overrides.
+
+    Relative input paths in the tree resolve against `base_dir` (the folder of the
+    file the tree came from; the current directory when there is no file) and
+    those in `overrides` (the command line) against the current directory; see
+    rrn_core/paths.py.
+    """
+    from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
+
     tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy through plain data
-    for key, value in (overrides or {}).items():
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    resolve_tree_paths(tree, Path(base_dir) if base_dir is not None else Path.cwd())
+    for key, value in resolve_dotted_paths(overrides or {}, Path.cwd()).items():
         set_dotted(tree, key, value)
     try:
         return RunConfig.model_validate(tree)
@@ -250,6 +262,7 @@ def build_config(tree: dict[str, Any], overrides: dict[str, Any] | None = None,
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A run config file; its relative paths (data.root, ...) resolve against its folder."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -257,9 +270,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config file: {err}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    return build_config(tree, overrides, source=str(path))
+    return build_config(tree, overrides, source=str(path), base_dir=path.resolve().parent)
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

@@ -11,6 +11,7 @@ here knows about Ray.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from rrn_core.checkpoint import (capture_rng_state, checkpoint_exists, load_checkpoint,
-                                 restore_rng_state, save_checkpoint)
+                                 restore_rng_state)
+from rrn_core.checkpoint_writer import CheckpointWriter, hooks_read_checkpoint_files
 from rrn_core.config import RunConfig
 from rrn_core.data.bundle import DataBundle, build_datasets
 from rrn_core.data.sampler import ResumableSampler
@@ -325,6 +327,8 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
     step = start
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
     window_start = time.perf_counter()
+    writer = CheckpointWriter()  # background, one write in flight; drained in `finally`
+    wait_for_commit = hooks_read_checkpoint_files(hooks)
     try:
         while step < oc.iters:
             lr = poly_lr(oc.lr, step, oc.iters, oc.warmup_iters, oc.poly_power)
@@ -369,7 +373,8 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 final = evaluate(list(branches_for_eval), val_loader, num_classes, bundle.class_names,
                                  cfg.eval, device, dtype)
                 best = max(best, final.miou)
-                ckpt_dir = _save(cfg, method, seg_opt, disc_opt, scaler, step, best, info, device)
+                ckpt_dir = _save(cfg, method, seg_opt, disc_opt, scaler, step, best, info, device,
+                                 writer, wait_for_commit)
                 hooks.on_evaluation(step, final, ckpt_dir)
                 progress.update(step, {"val/mIoU": final.miou})
                 if hooks.should_stop():
@@ -377,12 +382,22 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 window_start = time.perf_counter()  # evaluation time is not step time
     finally:
         progress.close()
+        # The last checkpoint is committed before train returns; a failed write is
+        # raised, unless another error is already on its way out.
+        writer.close(raise_errors=sys.exc_info()[0] is None)
     return TrainResult(steps=step, final=final, best_miou=best, history=history)
 
 
 def _save(cfg: RunConfig, method: Method, seg_opt, disc_opt, scaler, step: int, best: float,
-          info: DistInfo, device: torch.device) -> str:
-    """Rank 0 writes; every rank contributes its RNG state so a resumed DDP run matches."""
+          info: DistInfo, device: torch.device, writer: CheckpointWriter,
+          wait_for_commit: bool = True) -> str:
+    """Rank 0 writes; every rank contributes its RNG state so a resumed DDP run matches.
+
+    The write goes through `writer`: in the background (rank 0 is blocked only for
+    the state's snapshot and for a previous write still in flight), or, with
+    `wait_for_commit` (hooks that read checkpoint_dir, e.g. Ray's reporting), inline,
+    so that last.pt is committed when the hooks see the directory, as their contract says.
+    """
     rng = capture_rng_state(device)
     if info.enabled:
         gathered: list[Any] = [None] * info.world_size
@@ -400,7 +415,8 @@ def _save(cfg: RunConfig, method: Method, seg_opt, disc_opt, scaler, step: int, 
             "rng": rng,
             "config": cfg.model_dump(mode="json"),
         }
-        save_checkpoint(state, f"{ckpt_dir}/{CHECKPOINT_NAME}", cfg.runtime.storage_options)
+        writer.save(state, f"{ckpt_dir}/{CHECKPOINT_NAME}", cfg.runtime.storage_options,
+                    block=wait_for_commit)
     if info.enabled:
         dist.barrier()
     return ckpt_dir

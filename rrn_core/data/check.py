@@ -19,10 +19,13 @@ from rrn_core.data.layout import Layout, Sample
 from rrn_core.data.splits import labeled_size
 
 
-def _gather(cfg: DataConfig, layout: Layout, problems: list[str]) -> list[Sample]:
-    """Every sample the config can use; split-level problems are appended to `problems`."""
+def _gather(cfg: DataConfig, layout: Layout, problems: list[str], val_only: bool = False) -> list[Sample]:
+    """Every sample the config can use (only the val split's with `val_only`, for
+    evaluation); split-level problems are appended to `problems`."""
     roles: list[tuple[str | None, str, bool, str]] = []
-    if cfg.labeled_split is not None:
+    if val_only:
+        pass
+    elif cfg.labeled_split is not None:
         roles.append((cfg.labeled_split, "train", True, "data.labeled_split"))
         if cfg.unlabeled_split is not None:
             roles.append((cfg.unlabeled_split, "train", False, "data.unlabeled_split"))
@@ -53,7 +56,7 @@ def _gather(cfg: DataConfig, layout: Layout, problems: list[str]) -> list[Sample
 
 
 def check_dataset(cfg: DataConfig, progress: Callable[[int, int], None] | None = None,
-                  workers: int | None = None) -> list[str]:
+                  workers: int | None = None, val_only: bool = False) -> list[str]:
     """All problems of the data set `cfg` describes (empty list: ready to train).
 
     Reads every image and mask once (in threads: PIL decodes without the GIL);
@@ -65,7 +68,7 @@ def check_dataset(cfg: DataConfig, progress: Callable[[int, int], None] | None =
         resolve_class_names(cfg, layout)
     except DataError as err:
         problems.append(str(err))
-    samples = list({(s.image, s.mask): s for s in _gather(cfg, layout, problems)}.values())
+    samples = list({(s.image, s.mask): s for s in _gather(cfg, layout, problems, val_only)}.values())
 
     def check_one(sample: Sample) -> str | None:
         try:

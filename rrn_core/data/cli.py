@@ -45,8 +45,9 @@ ValSplitOpt = Annotated[Optional[str], typer.Option(
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
+    from rrn_core.cli_errors import fail as shared_fail
+
+    return shared_fail(message)
 
 
 @contextmanager
@@ -98,7 +99,7 @@ def data_config(target: Path, layout: str | None, num_classes: int | None, mask_
             num_classes = len([n for n in names.read_text().splitlines() if n.strip()])
         else:
             num_classes = 19 if layout == "cityscapes" else 21
-    return DataConfig(root=str(target), layout=layout, num_classes=num_classes,
+    return DataConfig(root=str(target.expanduser().resolve()), layout=layout, num_classes=num_classes,
                       mask_dir=mask_dir or "SegmentationClass", train_split=train_split,
                       val_split=val_split)
 
@@ -183,7 +184,7 @@ def check(
         typer.echo(f"{cfg.root}: OK ({cfg.layout}, {cfg.num_classes} classes)")
         return
     for problem in problems[:show]:
-        err.print(f"  {problem}", highlight=False, soft_wrap=True)
+        err.print(f"  {problem}", highlight=False, soft_wrap=True, markup=False)
     more = f" (first {show} shown)" if len(problems) > show else ""
     raise fail(f"{cfg.root}: {len(problems)} problem(s) found{more}")
 

@@ -211,3 +211,57 @@ def test_unsup_rampup_scales_every_unlabeled_term() -> None:
     assert total == pytest.approx(sup + math.exp(-5.0) * cps, rel=1e-5)
     total, sup, cps = losses[0.0]
     assert total == pytest.approx(sup + cps, rel=1e-5)
+
+
+class SyncCounter:
+    """Counts the calls that make the host wait for a tensor's value."""
+
+    PATCHED = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._saved: dict[str, object] = {}
+
+    def __enter__(self) -> SyncCounter:
+        for name in self.PATCHED:
+            original = getattr(torch.Tensor, name)
+            self._saved[name] = original
+
+            def counted(tensor, *args, _name=name, _original=original, **kwargs):
+                self.calls.append(_name)
+                return _original(tensor, *args, **kwargs)
+            setattr(torch.Tensor, name, counted)
+        original_getitem = torch.Tensor.__getitem__
+        self._saved["__getitem__"] = original_getitem
+
+        def getitem(tensor, index):
+            parts = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
+                self.calls.append("bool-mask index")
+            return original_getitem(tensor, index)
+        torch.Tensor.__getitem__ = getitem
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.mark.parametrize("name", ["cps", "fixmatch", "rrn"])
+def test_a_step_does_not_wait_for_the_device(name):
+    """No host sync in a method's forward (the loop checks the loss once per log)."""
+    method = build_method(tiny_config(name, conf_thresh=0.0, tau_region=0.0), NUM_CLASSES)
+    method.train()
+    batch = make_batch()
+    with SyncCounter() as counter:
+        method(batch, StepContext(step=5, total_steps=10, epoch=2.0))
+    assert counter.calls == [], counter.calls
+
+
+def test_sync_counter_sees_what_it_must():
+    x = torch.arange(4.0)
+    with SyncCounter() as counter:
+        x.sum().item()
+        _ = x[x > 1]
+        bool(x[0] > 0)
+    assert counter.calls == ["item", "bool-mask index", "__bool__"]

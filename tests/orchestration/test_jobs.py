@@ -85,7 +85,7 @@ def test_request_carries_entrypoint_env_and_metadata(workdir: Path, monkeypatch:
     req = build_request("spaces/s.yaml", working_dir=workdir, tracking_uri="http://mlflow:5000",
                         storage_path="s3://bucket/rrn", endpoint_url="http://minio:9000",
                         env={"EXTRA": "1"}, commit="c0ffee", dirty=False)
-    assert req.entrypoint == "rrn sweep spaces/s.yaml"
+    assert req.entrypoint == "python -m rrn sweep spaces/s.yaml"
     assert req.submission_id == submission_id(load_space(workdir / "spaces/s.yaml"), "c0ffee")
     assert req.submission_id.startswith("rrn-job-plumbing-") and len(req.submission_id) == len("rrn-job-plumbing-") + 10
     assert req.runtime_env["working_dir"] == str(workdir) and req.runtime_env["excludes"] == EXCLUDES
@@ -102,7 +102,7 @@ def test_request_carries_entrypoint_env_and_metadata(workdir: Path, monkeypatch:
     no_creds = build_request("spaces/s.yaml", working_dir=workdir, forward_credentials=False, commit="c0ffee",
                              dirty=False, command="validate")
     assert "AWS_SECRET_ACCESS_KEY" not in no_creds.runtime_env["env_vars"]
-    assert no_creds.entrypoint == "rrn space validate spaces/s.yaml"
+    assert no_creds.entrypoint == "python -m rrn space validate spaces/s.yaml"
 
 
 def test_submission_id_is_deterministic_and_content_addressed(workdir: Path) -> None:
@@ -247,7 +247,7 @@ def test_submit_runs_on_the_cluster_with_env_and_code(validate_job, client) -> N
     assert SECRET not in result.output
     info = client.get_job_info(sid)
     assert str(info.status) == "SUCCEEDED"
-    assert info.entrypoint == f"rrn space validate {JOB_SPACE}"
+    assert info.entrypoint == f"python -m rrn space validate {JOB_SPACE}"
     assert info.metadata["space"] == "job-plumbing" and info.metadata["git_commit"] == (git_state(REPO).commit or "unknown")
     assert info.runtime_env["env_vars"]["AWS_SECRET_ACCESS_KEY"] == SECRET   # forwarded, not printed
     logs = client.get_job_logs(sid)

@@ -105,6 +105,15 @@ def test_valid_space_expands_grid_in_order(project: Path) -> None:
     assert resolved.base["name"] == "tiny"
 
 
+def test_exclude_leaves_out_matching_grid_points(project: Path) -> None:
+    space = edited(exclude=[{"data.label_ratio": 0.5, "method.name": "cps"},
+                            {"data.label_ratio": 0.5, "method.name": "rrn"}])
+    resolved = load_space(write_space(project, space))
+    assert [(p["data.label_ratio"], p["method.name"]) for p in resolved.grid_points()] == [
+        (0.125, "supervised"), (0.125, "cps"), (0.125, "rrn"), (0.5, "supervised")]
+    assert resolved.trial_count == 8
+
+
 def test_trial_config_layers_base_fixed_grid_sampled(project: Path) -> None:
     resolved = load_space(write_space(project, SPACE))
     cfg = resolved.trial_config(resolved.grid_points()[5], {"method.w_select": 0.7, "model.aspp_channels": 16})
@@ -221,6 +230,14 @@ BROKEN = {
                                ["search_alg.options.n_start"]),
     "endpoint without s3": (edited(storage={"path": "/tmp/x", "endpoint_url": "http://x"}),
                             ["storage", "s3://"]),
+    "two GPUs per DDP rank": (edited(scaling={"num_workers": 1, "use_gpu": True, "resources_per_worker": {"GPU": 2}}),
+                              ["scaling", "one GPU"]),
+    "half a GPU per DDP rank": (edited(scaling={"num_workers": 2, "use_gpu": True,
+                                                "resources_per_worker": {"GPU": 0.5}}),
+                                ["scaling", "one whole GPU per rank"]),
+    "exclude on a non-grid key": (edited(exclude=[{"optim.lr": 0.1}]), ["exclude", "optim.lr is not a grid axis"]),
+    "exclude of a value not in the grid": (edited(exclude=[{"method.name": "fixmatch"}]),
+                                           ["exclude", "method.name='fixmatch'"]),
 }
 
 
