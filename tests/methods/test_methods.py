@@ -265,3 +265,12 @@ def test_sync_counter_sees_what_it_must():
         _ = x[x > 1]
         bool(x[0] > 0)
     assert counter.calls == ["item", "bool-mask index", "__bool__"]
+
+
+def test_drl_teacher_weights_differ_from_agreement_weights_only_once_ramped():
+    """drl_weight=teacher re-weights each direction by its teacher's critic; at share 0
+    both weightings reduce to the plain per-region mean of the cross loss."""
+    flat = [_rrn_scalars(w_drl=0.0, drl_weight=w)["loss_drl"] for w in ("agreement", "teacher")]
+    assert flat[0] == pytest.approx(flat[1], rel=1e-6)
+    full = [_rrn_scalars(w_drl=1.0, drl_rampup=0.1, drl_weight=w)["loss_drl"] for w in ("agreement", "teacher")]
+    assert full[0] != pytest.approx(full[1], rel=1e-4)
