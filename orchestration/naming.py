@@ -10,6 +10,7 @@ the `rrn report` table, so a trial is called the same everywhere.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
@@ -109,3 +110,19 @@ def config_run_name(cfg: Any) -> str:
         grid["data.label_count"] = cfg.data.label_count
     grid["runtime.seed"] = cfg.runtime.seed
     return run_name(cfg.method.name, grid, {})
+
+
+_METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. ]+")
+
+
+def sanitize_metric_key(name: str) -> str:
+    """A string MLflow accepts as (a segment of) a metric key.
+
+    MLflow allows letters, digits, `_ - . space /`; class names like "traffic light"
+    pass, "person/rider" or "gt:void" would break the call (or nest a path), and "."
+    or ".." are rejected as paths, so those become `_`.
+    """
+    clean = _METRIC_KEY_BAD.sub("_", name.replace("/", "_")).strip()
+    if clean in ("", ".", ".."):
+        clean = "_"
+    return clean

@@ -17,6 +17,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from orchestration.naming import axis_text, sanitize_metric_key
 from orchestration.storage import redact_text
 from orchestration.mlflow_store import (
     child_runs,
@@ -209,8 +210,6 @@ def overall_best(df: pd.DataFrame, mode: str = "max") -> pd.Series | None:
 
 def group_file_stem(row: pd.Series) -> str:
     """`rrn_ratio0.125` / `cps_count92`: a file name for one (method, label amount)."""
-    from orchestration.tracking import sanitize_metric_key
-
     stem = str(row["method"]) or "trial"
     if not pd.isna(row["label_ratio"]):
         stem += f"_ratio{row['label_ratio']:g}"
@@ -290,16 +289,7 @@ def class_iou_data(df: pd.DataFrame, mode: str | None = None) -> pd.DataFrame:
              for _, g in done.groupby(["method", x, "seed"], dropna=False)]
     best = done.loc[picks]
     table = best.groupby(["method", x])[columns].mean()
-    from orchestration.naming import axis_text
-
     key = "data.label_ratio" if x == "label_ratio" else "data.label_count"
     table.index = [f"{m} {axis_text(key, a)}" for m, a in table.index]
     table.columns = [c[len(IOU_COLUMN_PREFIX):] for c in columns]
     return table
-
-
-def write_summary_files(df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """summary.csv / .md / .html, label_efficiency.png and class_iou.png in `out_dir`."""
-    from orchestration.summary_page import write_summary_files as write
-
-    return write(df, out_dir)

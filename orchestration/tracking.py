@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -78,7 +77,7 @@ from orchestration.tags import (  # noqa: F401  (re-exported)
     TAG_TRIAL_COUNT,
     TAG_TRIAL_ID,
 )
-from orchestration.naming import SWEEP_COLOR, method_color
+from orchestration.naming import SWEEP_COLOR, method_color, sanitize_metric_key  # noqa: F401 (tests use it here)
 from orchestration.params import portable_tree, run_params
 from rrn_core.config import RunConfig
 from rrn_core.loop import TrainHooks
@@ -91,23 +90,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. ]+")
 
 
 # --------------------------------------------------------------------------- metric keys
 
 
-def sanitize_metric_key(name: str) -> str:
-    """A string MLflow accepts as (a segment of) a metric key.
-
-    MLflow allows letters, digits, `_ - . space /`; class names like "traffic light"
-    pass, "person/rider" or "gt:void" would break the call (or nest a path), and "."
-    or ".." are rejected as paths, so those become `_`.
-    """
-    clean = _METRIC_KEY_BAD.sub("_", name.replace("/", "_")).strip()
-    if clean in ("", ".", ".."):
-        clean = "_"
-    return clean
 
 
 def class_metric_keys(class_names: Iterable[str], prefix: str = "val/IoU/") -> list[str]:
@@ -275,6 +262,7 @@ class SweepTracker:
     def log_summary(self) -> None:
         """Summary table, label-efficiency plot and best config(s) -> the parent run."""
         from orchestration import report
+        from orchestration.summary_page import write_summary_files
 
         if self.parent_run_id is None:
             raise RuntimeError("SweepTracker.log_summary() before start()")
@@ -283,7 +271,7 @@ class SweepTracker:
         mode = parent.data.tags.get(TAG_MODE, "max")
         with tempfile.TemporaryDirectory(prefix="rrn-summary-") as tmp:
             out = Path(tmp)
-            for path in report.write_summary_files(df, out / "summary").values():
+            for path in write_summary_files(df, out / "summary").values():
                 self.client.log_artifact(self.parent_run_id, str(path), "summary")
             self._describe(df)
             best = report.best_trials(df, mode)
@@ -519,20 +507,3 @@ class TrialTracker(RunLogger):
         swept = [*json.loads(parent.data.tags.get(TAG_GRID_KEYS, "[]")),
                  *json.loads(parent.data.tags.get(TAG_SEARCH_KEYS, "[]"))]
         self._attach(run, bool(found), config, run_tags, keep=swept)
-
-
-# ----------------------------------------------------------------- report re-exports
-
-
-def summarize(tracking_uri: str, experiment: str, sweep_name: str) -> pd.DataFrame:
-    """One row per trial of the newest sweep named `sweep_name`; see report.summarize."""
-    from orchestration import report
-
-    return report.summarize(tracking_uri, experiment, sweep_name)
-
-
-def label_efficiency_plot(df: pd.DataFrame, path: str | Path) -> None:
-    """mIoU vs label amount, one line per method; see report_plots.label_efficiency_plot."""
-    from orchestration import report_plots
-
-    report_plots.label_efficiency_plot(df, path)

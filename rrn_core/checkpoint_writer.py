@@ -242,20 +242,3 @@ class CheckpointWriter:
 
 def _log_failure(url: str, attempt: int, err: BaseException) -> None:
     log.warning("checkpoint write to %s failed (attempt %d): %s", url, attempt, err)
-
-
-def hooks_read_checkpoint_files(hooks: Any) -> bool:
-    """Whether `hooks.on_evaluation` needs `checkpoint_dir` to hold the new last.pt.
-
-    The loop's contract hands hooks the checkpoint directory right after the save,
-    and Ray's reporting hooks copy it at once; such hooks get a committed write (the
-    save then costs what a synchronous one does). Hooks that only record the path
-    declare `reads_checkpoint_files = False` and let the write overlap training;
-    hooks that do not override on_evaluation cannot read it either.
-    """
-    declared = getattr(hooks, "reads_checkpoint_files", None)
-    if declared is not None:
-        return bool(declared)
-    from rrn_core.loop import TrainHooks
-
-    return getattr(type(hooks), "on_evaluation", None) is not TrainHooks.on_evaluation

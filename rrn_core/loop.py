@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from rrn_core.checkpoint import (capture_rng_state, checkpoint_exists, load_checkpoint,
                                  restore_rng_state)
-from rrn_core.checkpoint_writer import CheckpointWriter, hooks_read_checkpoint_files
+from rrn_core.checkpoint_writer import CheckpointWriter
 from rrn_core.config import RunConfig
 from rrn_core.data.bundle import DataBundle, build_datasets
 from rrn_core.data.sampler import ResumableSampler
@@ -48,6 +48,21 @@ class TrainHooks:
 
     def should_stop(self) -> bool:
         return False
+
+
+def hooks_read_checkpoint_files(hooks: Any) -> bool:
+    """Whether `hooks.on_evaluation` needs `checkpoint_dir` to hold the new last.pt.
+
+    The loop's contract hands hooks the checkpoint directory right after the save,
+    and Ray's reporting hooks copy it at once; such hooks get a committed write (the
+    save then costs what a synchronous one does). Hooks that only record the path
+    declare `reads_checkpoint_files = False` and let the write overlap training;
+    hooks that do not override on_evaluation cannot read it either.
+    """
+    declared = getattr(hooks, "reads_checkpoint_files", None)
+    if declared is not None:
+        return bool(declared)
+    return getattr(type(hooks), "on_evaluation", None) is not TrainHooks.on_evaluation
 
 
 @dataclass

@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 from rrn_core.config import DataConfig
 from rrn_core.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset
 from rrn_core.data.errors import DataError
-from rrn_core.data.layout import Layout, Sample, make_layout
+from rrn_core.data.layout import Layout, Sample
+from rrn_core.data.layouts import make_layout
 from rrn_core.data.splits import (
     LABELED_FILE,
     UNLABELED_FILE,

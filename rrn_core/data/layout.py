@@ -150,15 +150,3 @@ def first_existing(stem: Path, extensions: tuple[str, ...]) -> Path:
         if candidate.exists():
             return candidate
     return stem.with_name(stem.name + extensions[0])
-
-
-def make_layout(layout: str, root: str | Path, num_classes: int, mask_dir: str = "SegmentationClass") -> Layout:
-    """The reader for a config's `data.layout`."""
-    from rrn_core.data.cityscapes import CityscapesLayout
-    from rrn_core.data.voc import VocLayout
-
-    if layout == "voc":
-        return VocLayout(root, num_classes, mask_dir)
-    if layout == "cityscapes":
-        return CityscapesLayout(root, num_classes, mask_dir)
-    raise DataError(f"unknown data layout {layout!r} (expected 'voc' or 'cityscapes')")

@@ -22,8 +22,8 @@ import torch
 
 from rrn_core.checkpoint import (CheckpointError, CheckpointNotFoundError, load_checkpoint,
                                  save_checkpoint, serialize_checkpoint)
-from rrn_core.checkpoint_writer import CheckpointWriter, hooks_read_checkpoint_files, snapshot_state
-from rrn_core.loop import TrainHooks, train
+from rrn_core.checkpoint_writer import CheckpointWriter, snapshot_state
+from rrn_core.loop import TrainHooks, hooks_read_checkpoint_files, train
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "orchestration"))   # the suite's real S3 endpoint

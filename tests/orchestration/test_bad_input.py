@@ -473,7 +473,7 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
     from rrn.cli import app
 
     if row.cuda_free and torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: the input is valid here")
+        pytest.skip(reason="this machine has CUDA: the input is valid here")
     if row.ray:
         request.getfixturevalue("ray_cluster")
     for name in ("RRN_TRACKING_URI", "MLFLOW_TRACKING_URI", "RRN_STORAGE_PATH",

@@ -516,7 +516,7 @@ def rendered_text(url: str, tmp_path: Path) -> str:
 
     exe = browser()
     if exe is None:
-        pytest.skip("no headless Chromium here (scripts/setup.sh installs Debian's "
+        pytest.skip(reason="no headless Chromium here (scripts/setup.sh installs Debian's "
                     "chromium-headless-shell with apt-get; it could not here)")
     cmd = [exe, "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
            f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=2400,2400",
