@@ -67,11 +67,15 @@ def label_efficiency_figure(df: pd.DataFrame, title: str | None = None) -> Any:
     return fig
 
 
-def label_efficiency_plot(df: pd.DataFrame, path: str | Path) -> None:
-    """Write the label-efficiency plot as a PNG (an empty sweep gives a labelled blank)."""
+def _save_png(fig: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    label_efficiency_figure(df).savefig(path, format="png")
+    fig.savefig(path, format="png")
+
+
+def label_efficiency_plot(df: pd.DataFrame, path: str | Path) -> None:
+    """Write the label-efficiency plot as a PNG (an empty sweep gives a labelled blank)."""
+    _save_png(label_efficiency_figure(df), path)
 
 
 def class_iou_figure(df: pd.DataFrame) -> Any:
@@ -109,6 +113,5 @@ def class_iou_figure(df: pd.DataFrame) -> Any:
 
 
 def class_iou_plot(df: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    class_iou_figure(df).savefig(path, format="png")
+    """Write the per-class IoU heat map as a PNG."""
+    _save_png(class_iou_figure(df), path)
