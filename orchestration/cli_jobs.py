@@ -77,6 +77,12 @@ def submit_command(
     forward_credentials: Annotated[bool, typer.Option(
         help="Forward AWS_* credentials from this shell to the job (off when the cluster has its own).")] = True,
     dry_run: Annotated[bool, typer.Option(help="Validate and show the job, submit nothing.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the sweep of a stopped or failed job (`rrn sweep --resume`): finished trials "
+             "are kept; implies --resubmit.")] = False,
+    entrypoint_num_cpus: Annotated[float, typer.Option(
+        help="CPUs the job's driver reserves; 0 keeps it on the head node (a head with no CPUs "
+             "for trials).")] = 1,
     entrypoint_command: Annotated[str, typer.Option(hidden=True)] = "sweep",
 ) -> None:
     """Submit a sweep to a Ray cluster as a Ray Job (idempotent per space + git commit)."""
@@ -86,7 +92,8 @@ def submit_command(
     try:
         request = build_request(space_file, working_dir=working_dir, tracking_uri=tracking_uri,
                                 storage_path=storage, endpoint_url=endpoint_url, env=parse_env(env),
-                                forward_credentials=forward_credentials, command=entrypoint_command)
+                                forward_credentials=forward_credentials, command=entrypoint_command,
+                                resume=resume, entrypoint_num_cpus=entrypoint_num_cpus)
     except (SpaceError, JobsError) as e:
         _fail(str(e))
     space = request.space
@@ -111,7 +118,7 @@ def submit_command(
     client = _client(address)
     try:
         with err.status(f"uploading {request.runtime_env['working_dir']} and submitting to {url} ..."):
-            outcome = submit(client, request, resubmit=resubmit)
+            outcome = submit(client, request, resubmit=resubmit or resume)
     except JobsError as e:
         _fail(str(e))
     colour = "green" if outcome.submitted else "yellow"

@@ -167,12 +167,14 @@ def build_request(
     entrypoint_num_cpus: float = 1,
     commit: str | None = None,
     dirty: bool | None = None,
+    resume: bool = False,
 ) -> JobRequest:
     """Validate the space locally and describe the job that would run it.
 
     Raises SpaceError for a bad space and JobsError for a bad request, before any
     network call. `command` is "sweep" (the real job) or "validate" (a quick job
-    that proves the plumbing: upload, imports, environment). `commit`/`dirty`
+    that proves the plumbing: upload, imports, environment). `resume` runs
+    `rrn sweep --resume`: a stopped job's sweep continues from its saved state. `commit`/`dirty`
     default to the working directory's git state.
     """
     if command not in ("sweep", "validate"):
@@ -207,8 +209,8 @@ def build_request(
     # `python -m rrn`, not the `rrn` script: the job runs with the cluster's Python (the
     # one Ray runs), whose PATH need not hold the venv's scripts (`/bin/sh: rrn: not
     # found`), and the uploaded working_dir puts this very rrn package on its path.
-    program = (["python", "-m", "rrn", "sweep", rel] if command == "sweep"
-               else ["python", "-m", "rrn", "space", "validate", rel])
+    program = (["python", "-m", "rrn", "sweep", rel, *(["--resume"] if resume else [])]
+               if command == "sweep" else ["python", "-m", "rrn", "space", "validate", rel])
     return JobRequest(
         entrypoint=shlex.join(program),
         submission_id=submission_id(resolved, commit),

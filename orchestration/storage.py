@@ -129,15 +129,18 @@ def ray_storage(path: str, endpoint_url: str | None = None) -> tuple[str, pyarro
         return _local_path(path), None
     import pyarrow.fs
 
+    # Retried through store outages, all-or-nothing writes (orchestration/storage_retry.py).
+    from orchestration.storage_retry import RetryingFSSpecHandler
+
     if not is_s3(path):
         fs, inner = open_fs(path, endpoint_url)
-        return inner.rstrip("/"), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+        return inner.rstrip("/"), pyarrow.fs.PyFileSystem(RetryingFSSpecHandler(fs))
     import s3fs
 
     secret = set(CREDENTIAL_ENV.values())
     options = {k: v for k, v in storage_options(endpoint_url).items() if k not in secret}
     inner = path.split("://", 1)[1].rstrip("/")
-    return inner, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(s3fs.S3FileSystem(**options)))
+    return inner, pyarrow.fs.PyFileSystem(RetryingFSSpecHandler(s3fs.S3FileSystem(**options)))
 
 
 @contextmanager
