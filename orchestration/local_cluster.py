@@ -505,6 +505,9 @@ class LocalCluster:
         with urllib.request.urlopen(f"{self.dashboard}/api/v0/nodes?limit=100&detail=1", timeout=5) as r:
             return json.load(r)["data"]["result"]["result"]
 
+    def alive_node_ids(self) -> set[str]:
+        return {node["node_id"] for node in self.ray_nodes() if node["state"] == "ALIVE"}
+
     def node_names(self) -> dict[str, str]:
         """Ray node id -> our node name (head, worker-a, ...), alive or dead."""
         out = {}

@@ -52,6 +52,8 @@ TAG_SPLIT_SEED = "rrn.split_seed"
 TAG_GRID_POINT = "rrn.grid_point"
 TAG_EXECUTION = "rrn.execution"
 TAG_CHECKPOINT = "rrn.checkpoint"
+#: Ray node ids the trial ran on, in order (a restart on another node appends one).
+TAG_NODES = "rrn.nodes"
 TAG_RESUMED = "rrn.resumed"
 #: "true" when the run's latest evaluation predicted one class (EvalResult.collapsed),
 #: "false" otherwise; the steps of every collapsed evaluation go in TAG_COLLAPSED_AT.

@@ -264,6 +264,7 @@ def _train_reporting(cfg: RunConfig, *, trial_id: str, is_main: bool, tracking: 
         })
         if is_main and tracking is not None:
             tracker = tracking.open(run_cfg)
+            _tag_node(tracker)
         hooks = ReportHooks(report, checkpoint_from_dir, is_main=is_main,
                             total_steps=run_cfg.optim.iters, tracker=tracker,
                             latest_checkpoint=latest_checkpoint, storage_scheme=storage_scheme)
@@ -278,6 +279,18 @@ def _train_reporting(cfg: RunConfig, *, trial_id: str, is_main: bool, tracking: 
         if tracker is not None:
             tracker.close(status)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _tag_node(tracker: Any) -> None:
+    """Append this Ray node's id to the child run's `rrn.nodes` tag: where each
+    attempt of the trial ran (a node failure shows as a second id)."""
+    import ray
+
+    from orchestration.tags import TAG_NODES
+
+    node = ray.get_runtime_context().get_node_id()
+    previous = tracker.client.get_run(tracker.run_id).data.tags.get(TAG_NODES, "")
+    tracker.client.set_tag(tracker.run_id, TAG_NODES, ",".join(filter(None, [previous, node])))
 
 
 def _scheme(plan: TrialPlan) -> str:

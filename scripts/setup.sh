@@ -21,6 +21,20 @@ if [ -z "${RRN_NO_BROWSER:-}" ] && ! command -v chromium-headless-shell >/dev/nu
       || echo "note: could not install chromium-headless-shell; the browser test will skip"
   fi
 fi
+# The multi-node cluster test runs its own PostgreSQL (Debian's server binaries, in a
+# temp data dir) behind the MLflow server. Install it when missing and apt-get can;
+# never fatal: without it that test module skips and says why. RRN_NO_POSTGRES=1 skips this.
+if [ -z "${RRN_NO_POSTGRES:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    && ! command -v initdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
+  if [ "$SUDO" != none ]; then
+    echo "installing postgresql (for the multi-node cluster test) ..."
+    { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >/dev/null 2>&1 \
+      || { $SUDO apt-get update -qq >/dev/null 2>&1 \
+           && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >/dev/null 2>&1; }; } \
+      || echo "note: could not install postgresql; the cluster test will skip"
+  fi
+fi
 stamp="$VENV/.rrn-installed"
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ]; then
   exit 0

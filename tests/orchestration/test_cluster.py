@@ -1,0 +1,401 @@
+"""A real multi-node sweep with the production services, and faults survived with nothing lost.
+
+One cluster per module (orchestration/local_cluster.py): a Ray head with no CPUs,
+two worker nodes each in its own mount namespace with a private /tmp (when root),
+MLflow on PostgreSQL with artifacts proxied to S3, moto's S3 behind a relay. One
+sweep of 24 seeded trials is submitted with `rrn submit` (a Ray Job) and, while
+it runs, four faults are injected one after the other:
+
+1. a worker node is SIGKILLed (raylet and every worker process) while trials run
+   on it; it is restarted as a new node;
+2. the S3 endpoint is taken away for 30 s, then brought back;
+3. the MLflow server is stopped for 30 s, then restarted;
+4. the Ray job is stopped, then resubmitted with `rrn submit --resume`.
+
+Each test below then checks one promise against what the services hold: every
+trial finished exactly once, its metrics present once per step, no run left
+RUNNING, every checkpoint readable, results equal to an undisturbed run of the
+same seeds, and no credential anywhere in the database, the bucket or the logs.
+The whole module costs about N minutes, most of it the two 30 s outages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cluster_faults import (EVAL_EVERY, ITERS, SWEEP, Timeline, all_objects, driver_rss_mb,
+                            eventually, experiment_state, sweep_runs, write_space)
+from orchestration import cli_jobs
+from orchestration.local_cluster import LocalCluster, can_isolate_nodes, postgres_bin
+
+pytestmark = pytest.mark.slow
+
+OUTAGE_S = 30.0
+TRIALS = 24
+STEPS = list(range(EVAL_EVERY, ITERS + 1, EVAL_EVERY))
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    cli_jobs.register(app)
+    return app
+
+
+def _rrn(*args: str) -> Any:
+    result = CliRunner().invoke(_app(), list(args), env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Path]:
+    """The cluster's shared disk (what NFS is on a real cluster): outside /tmp, so
+    the isolated worker nodes see it while they cannot see each other's /tmp."""
+    root = Path(tempfile.mkdtemp(prefix="rrn-cluster-", dir="/var/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(shared: Path) -> Iterator[LocalCluster]:
+    if postgres_bin() is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql "
+                    "(scripts/setup.sh does when it can)")
+    pytest.importorskip("psycopg2", reason="psycopg2-binary is not installed (scripts/setup.sh)")
+    if shutil.which("runuser") is None and os.geteuid() == 0:
+        pytest.skip("root without runuser: cannot start PostgreSQL as the postgres user")
+    cluster = LocalCluster(shared / "cluster")
+    patch = pytest.MonkeyPatch()
+    try:
+        cluster.start()
+        # This process reads the bucket and the tracking server like a user's shell.
+        for key, value in cluster.client_env().items():
+            patch.setenv(key, value)
+        for key in ("RRN_TRACKING_URI", "RRN_STORAGE_PATH", "RRN_STORAGE_ENDPOINT_URL"):
+            patch.delenv(key, raising=False)
+        yield cluster
+    finally:
+        patch.undo()
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(cluster: LocalCluster) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=cluster.s3.url, region_name="us-east-1",
+                        aws_access_key_id=cluster.secrets.aws_key_id,
+                        aws_secret_access_key=cluster.secrets.aws_secret)
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(cluster: LocalCluster) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(cluster.mlflow.url)
+
+
+@pytest.fixture(scope="module")
+def space(cluster: LocalCluster, shared: Path) -> Path:
+    from rrn_core.data import generate_synthetic
+
+    data = generate_synthetic(shared / "data" / "synth", num_classes=4, num_train=16, num_val=4,
+                              size=32, seed=0)
+    return write_space(shared / "job", data, tracking_uri=cluster.mlflow.url,
+                       storage_path=cluster.storage_path, endpoint_url=cluster.s3.url,
+                       seeds=TRIALS // 2, max_concurrent=len(cluster.nodes) * cluster.cpus_per_worker)
+
+
+def _submit(cluster: LocalCluster, space: Path, *extra: str) -> str:
+    out = _rrn("submit", str(space), "--address", cluster.dashboard, "--working-dir", str(space.parent),
+               "--no-forward-credentials", "--entrypoint-num-cpus", "0",
+               "--env", f"RRN_HOME={space.parent / 'home'}", *extra)
+    line = next(line for line in out.stdout.splitlines() if line.startswith("submitted "))
+    return line.split()[1]
+
+
+def _running(client: Any) -> dict[str, Any]:
+    _, children = sweep_runs(client)
+    return {c.data.tags["rrn.trial_id"]: c for c in children if c.info.status == "RUNNING"}
+
+
+def _finished(client: Any) -> set[str]:
+    _, children = sweep_runs(client)
+    return {c.data.tags["rrn.trial_id"] for c in children if c.info.status == "FINISHED"}
+
+
+def _outage(stop: Any, start: Any, seconds: float) -> tuple[float, float]:
+    down = time.time()
+    stop()
+    time.sleep(seconds)
+    start()
+    return down, time.time()
+
+
+@pytest.fixture(scope="module")
+def disturbed(cluster: LocalCluster, space: Path, mlflow_client: Any, s3: Any) -> Timeline:
+    """Run the sweep as a Ray Job and inject the four faults into it (see module doc)."""
+    from orchestration.jobs import connect, wait_for
+
+    line = Timeline()
+    jobs = connect(cluster.dashboard)
+    started = time.monotonic()
+    sid = _submit(cluster, space)
+    line.submission_ids.append(sid)
+    line.note(f"submitted {sid}")
+    names = cluster.node_names()
+    victim = cluster.nodes[0]
+
+    def rss() -> None:
+        line.driver_rss_mb = max(line.driver_rss_mb, driver_rss_mb(SWEEP))
+
+    # 1. A worker node dies while a trial that already checkpointed runs on it.
+    def trial_on_victim() -> set[str]:
+        rss()
+        by_id = {n: name for n, name in cluster.node_names().items()}
+        hits = set()
+        for tid, run in _running(mlflow_client).items():
+            nodes = run.data.tags.get("rrn.nodes", "").split(",")
+            if by_id.get(nodes[-1]) == victim.name and "val/mIoU" in run.data.metrics:
+                hits.add(tid)
+        return hits
+    line.on_killed_node = eventually(trial_on_victim, 240, f"a checkpointed trial on {victim.name}", 0.5)
+    line.killed_node = next(n for n, name in names.items() if name == victim.name)
+    victim.kill()
+    line.note(f"SIGKILLed {victim.name} ({line.killed_node[:8]}) running {sorted(line.on_killed_node)}")
+    victim.start()    # comes back as a new node (new id) while the sweep goes on
+
+    # 2. S3 away for 30 s while trials run (they checkpoint every 2 steps).
+    eventually(lambda: len(_running(mlflow_client)) > 0 and (rss() or True), 120, "a running trial")
+    line.running_during_s3 = set(_running(mlflow_client))
+    line.s3_down = _outage(cluster.s3.stop_relay, cluster.s3.start_relay, OUTAGE_S)
+    line.note(f"S3 endpoint was down {line.s3_down[1] - line.s3_down[0]:.0f}s")
+
+    # 3. MLflow away for 30 s while trials run (they log every step).
+    eventually(lambda: len(_running(mlflow_client)) > 0 and (rss() or True), 180, "a running trial")
+    line.running_during_mlflow = set(_running(mlflow_client))
+    line.mlflow_down = _outage(cluster.mlflow.stop, cluster.mlflow.start, OUTAGE_S)
+    line.note(f"MLflow server was down {line.mlflow_down[1] - line.mlflow_down[0]:.0f}s")
+    cluster.wait_for_nodes()
+
+    # 4. The job is stopped mid-sweep, then resubmitted with --resume.
+    eventually(lambda: len(_finished(mlflow_client)) >= 2 and (rss() or True), 240, "two finished trials")
+    state = experiment_state(s3, cluster.s3.bucket)
+    line.finished_before_stop = {t for t, s in state.items() if s["status"] == "TERMINATED"}
+    _rrn("jobs", "stop", sid, "--address", cluster.dashboard)
+    line.note(f"stopped {sid} with {len(line.finished_before_stop)} trial(s) finished in the state")
+    state = experiment_state(s3, cluster.s3.bucket)
+    line.finished_before_stop = {t for t, s in state.items() if s["status"] == "TERMINATED"}
+    line.unfinished_at_stop = {t for t, s in state.items() if s["status"] != "TERMINATED"}
+    assert str(jobs.get_job_status(sid)) == "STOPPED"
+    resumed = _submit(cluster, space, "--resume")
+    line.submission_ids.append(resumed)
+    line.note(f"resubmitted as {resumed}")
+    deadline = time.monotonic() + 420
+    while not jobs.get_job_status(resumed).is_terminal() and time.monotonic() < deadline:
+        rss()
+        time.sleep(1.0)
+    line.wall_s = time.monotonic() - started
+    status = str(wait_for(jobs, resumed, timeout=5))
+    line.note(f"{resumed}: {status} after {line.wall_s:.0f}s in all; driver RSS max {line.driver_rss_mb:.0f} MB")
+    assert status == "SUCCEEDED", jobs.get_job_logs(resumed)[-5000:]
+    return line
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def test_cluster_has_isolated_worker_nodes_and_a_cpu_less_head(cluster: LocalCluster) -> None:
+    nodes = cluster.ray_nodes()
+    head = [n for n in nodes if n["is_head_node"]]
+    assert len(head) == 1 and head[0]["resources_total"].get("CPU", 0) == 0
+    workers = [n for n in nodes if not n["is_head_node"] and n["state"] == "ALIVE"]
+    assert len(workers) == 2 and all(n["resources_total"]["CPU"] == 1 for n in workers)
+    if not can_isolate_nodes():
+        pytest.skip("not root or no unshare: worker nodes share this machine's /tmp")
+    assert cluster.isolate
+    # A file in this process's /tmp is invisible on a worker node, and vice versa.
+    import subprocess
+
+    probe = Path(tempfile.mkdtemp()) / "head-only"
+    probe.write_text("x")
+    pid = cluster.nodes[1].proc.popen.pid
+    seen = subprocess.run(["nsenter", "-t", str(pid), "-m", "test", "-e", str(probe)])
+    assert seen.returncode != 0, "a worker node can read the head's /tmp"
+    shutil.rmtree(probe.parent)
+
+
+def test_every_trial_finished_exactly_once(disturbed: Timeline, mlflow_client: Any, s3: Any,
+                                           cluster: LocalCluster) -> None:
+    state = experiment_state(s3, cluster.s3.bucket)
+    assert len(state) == TRIALS and {s["status"] for s in state.values()} == {"TERMINATED"}, state
+    parent, children = sweep_runs(mlflow_client)
+    assert parent.info.status == "FINISHED"
+    ids = [c.data.tags["rrn.trial_id"] for c in children]
+    assert sorted(ids) == sorted(state), "one child run per trial, no duplicates"
+    assert [c.info.status for c in children] == ["FINISHED"] * TRIALS
+    exp = mlflow_client.get_experiment_by_name("rrn-cluster")
+    running = mlflow_client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+    assert running == [], "no run may be left RUNNING"
+    for child in children:
+        for key in ("val/mIoU", "train/loss"):
+            steps = [m.step for m in mlflow_client.get_metric_history(child.info.run_id, key)]
+            want = STEPS if key == "val/mIoU" else list(range(1, ITERS + 1))
+            assert steps == want, f"{child.data.tags['rrn.trial_id']} {key}: {steps}"
+
+
+def test_killed_worker_node_trials_continue_from_s3_checkpoint(disturbed: Timeline, mlflow_client: Any,
+                                                               s3: Any, cluster: LocalCluster) -> None:
+    assert disturbed.on_killed_node, "the node was killed with no trial on it"
+    _, children = sweep_runs(mlflow_client)
+    by_id = {c.data.tags["rrn.trial_id"]: c for c in children}
+    for tid in disturbed.on_killed_node:
+        run = by_id[tid]
+        nodes = run.data.tags["rrn.nodes"].split(",")
+        assert nodes[0] == disturbed.killed_node and len(nodes) >= 2 and nodes[-1] != disturbed.killed_node
+        assert int(run.data.tags.get("rrn.resumed", "0")) >= 1, "the restarted trial must reuse its run"
+    state = experiment_state(s3, cluster.s3.bucket)
+    for tid in disturbed.on_killed_node:
+        # resumed from a checkpoint: the step history of the Tune result is not replayed from 0
+        assert state[tid]["last_result"]["rrn/step"] == ITERS
+    assert not any(n == disturbed.killed_node for n in cluster.alive_node_ids())
+
+
+def test_outages_were_survived(disturbed: Timeline, mlflow_client: Any) -> None:
+    """The S3 and MLflow outages hit running trials, and those trials finished with
+    every metric point: the writes of the outage were retried, not dropped."""
+    assert disturbed.running_during_s3 and disturbed.running_during_mlflow
+    _, children = sweep_runs(mlflow_client)
+    by_id = {c.data.tags["rrn.trial_id"]: c for c in children}
+    for tid in disturbed.running_during_s3 | disturbed.running_during_mlflow:
+        assert by_id[tid].info.status == "FINISHED"
+    logged_in_outage = 0
+    lo, hi = disturbed.mlflow_down
+    for tid in disturbed.running_during_mlflow:
+        history = mlflow_client.get_metric_history(by_id[tid].info.run_id, "train/loss")
+        assert [m.step for m in history] == list(range(1, ITERS + 1))
+        logged_in_outage += sum(lo * 1000 <= m.timestamp <= hi * 1000 for m in history)
+    assert logged_in_outage > 0, "no metric was produced while MLflow was down: the fault hit nothing"
+
+
+def test_checkpoints_are_complete_and_readable(disturbed: Timeline, s3: Any, cluster: LocalCluster) -> None:
+    import torch
+
+    from rrn_core.checkpoint import load_checkpoint
+
+    keys = all_objects(s3, cluster.s3.bucket)
+    checkpoints = [k for k in keys if k.startswith(f"results/{SWEEP}/") and k.endswith(".pt")]
+    assert len(checkpoints) >= TRIALS, f"{len(checkpoints)} checkpoint files for {TRIALS} trials"
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in checkpoints:
+            local = Path(tmp) / "c.pt"
+            s3.download_file(cluster.s3.bucket, key, str(local))
+            state = load_checkpoint(str(local))
+            assert "model" in state and isinstance(next(iter(state["model"].values())), torch.Tensor)
+    leftovers = [k for k in keys if "rrn-upload-" in k or k.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_resumed_job_ran_only_unfinished_trials(disturbed: Timeline, mlflow_client: Any) -> None:
+    assert len(disturbed.submission_ids) == 2 and disturbed.submission_ids[1].endswith("-2")
+    assert disturbed.finished_before_stop and disturbed.unfinished_at_stop, "the stop was not mid-sweep"
+    _, children = sweep_runs(mlflow_client)
+    by_id = {c.data.tags["rrn.trial_id"]: c for c in children}
+    for tid in disturbed.finished_before_stop:
+        if tid not in disturbed.on_killed_node:
+            assert "rrn.resumed" not in by_id[tid].data.tags, f"{tid} finished, then ran again"
+
+
+def test_results_equal_an_undisturbed_run(disturbed: Timeline, mlflow_client: Any, space: Path) -> None:
+    """Every disturbed trial's val/mIoU curve equals the same seed trained alone, here."""
+    import torch
+
+    from orchestration.space import load_space
+    from rrn_core.config import build_config
+    from rrn_core.loop import TrainHooks, train
+
+    resolved = load_space(space)
+    points = {resolved.point_label(p): p for p in resolved.grid_points()}
+    _, children = sweep_runs(mlflow_client)
+    disturbed_ids = (disturbed.on_killed_node | disturbed.running_during_s3
+                     | disturbed.running_during_mlflow | disturbed.unfinished_at_stop)
+    chosen = [c for c in children if c.data.tags["rrn.trial_id"] in disturbed_ids][:6]
+    assert chosen
+
+    class Curve(TrainHooks):
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def on_evaluation(self, step: int, result: Any, checkpoint_dir: str | None) -> None:
+            self.values.append(float(result.as_metrics(prefix="val/")["val/mIoU"]))
+
+    torch.set_num_threads(1)
+    for child in chosen:
+        cfg = resolved.trial_config(points[child.data.tags["rrn.grid_point"]], {})
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = build_config(cfg.model_dump(mode="json"), {"runtime.output_dir": tmp})
+            curve = Curve()
+            train(cfg, curve)
+        logged = [m.value for m in sorted(mlflow_client.get_metric_history(child.info.run_id, "val/mIoU"),
+                                          key=lambda m: m.step)]
+        assert logged == pytest.approx(curve.values, abs=1e-6), child.data.tags["rrn.trial_id"]
+
+
+def test_no_credential_anywhere(disturbed: Timeline, cluster: LocalCluster, s3: Any, shared: Path) -> None:
+    secrets = [s.encode() for s in cluster.all_secrets()]
+    hits: list[str] = []
+    # every object in the bucket (checkpoints, Tune state, MLflow artifacts)
+    for key in all_objects(s3, cluster.s3.bucket):
+        body = s3.get_object(Bucket=cluster.s3.bucket, Key=key)["Body"].read()
+        hits += [f"s3://{key}" for s in secrets if s in body]
+    # every table of the MLflow database
+    import psycopg2
+
+    pg = cluster.postgres
+    with psycopg2.connect(host="127.0.0.1", port=pg.port, user=pg.user, password=pg.password,
+                          dbname=pg.database) as conn, conn.cursor() as cur:
+        cur.execute("select tablename from pg_tables where schemaname = 'public'")
+        for (table,) in cur.fetchall():
+            cur.execute(f'select * from "{table}"')
+            text = repr(cur.fetchall()).encode()
+            hits += [f"db:{table}" for s in secrets if s in text]
+    # every file the cluster and the job wrote on the shared disk, and the head's Ray
+    # session (logs, job logs, runtime envs); isolated workers' logs were checked
+    # while they lived (their /tmp is gone with them)
+    roots = [shared, Path(cluster.head.temp_dir)]
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                try:
+                    data = path.read_bytes()
+                except OSError:
+                    continue
+                hits += [str(path) for s in secrets if s in data]
+    assert hits == [], f"credentials found in: {sorted(set(hits))[:20]}"
+
+
+def test_load_spread_over_both_workers(disturbed: Timeline, mlflow_client: Any, cluster: LocalCluster) -> None:
+    _, children = sweep_runs(mlflow_client)
+    names = cluster.node_names()
+    per_node: dict[str, int] = {}
+    busy = 0.0
+    for child in children:
+        for node in child.data.tags["rrn.nodes"].split(","):
+            per_node[names.get(node, node)] = per_node.get(names.get(node, node), 0) + 1
+        busy += (child.info.end_time - child.info.start_time) / 1000
+    print(f"\ntrials placed per node (attempts): {per_node}; wall {disturbed.wall_s:.0f}s vs "
+          f"sum of trial times {busy:.0f}s; driver RSS max {disturbed.driver_rss_mb:.0f} MB")
+    assert set(per_node) <= {"worker-a", "worker-b"}, "a trial ran on the CPU-less head"
+    assert per_node.get("worker-a", 0) >= 2 and per_node.get("worker-b", 0) >= 2
+    assert sum(per_node.values()) >= TRIALS
+    assert 0 < disturbed.driver_rss_mb < 4096
