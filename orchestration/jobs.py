@@ -47,6 +47,14 @@ CLUSTER_HOME = "~/rrn-home"
 #: Telemetry off on the cluster too: the project never phones home.
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
 
+#: How `rrn jobs stop` ends the sweep: SIGINT (Tune's graceful stop, which saves the
+#: experiment state and the searcher once more) instead of Ray's default SIGTERM,
+#: which kills the driver mid-way and loses whatever Tune did since its last
+#: periodic snapshot (a trial started since then runs again under a new id on
+#: --resume, beside an orphaned MLflow run). Read by Ray's job supervisor from
+#: the job's environment; --env overrides either.
+GRACEFUL_STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -192,7 +200,7 @@ def build_request(
 
     # The uploaded working_dir is a temporary copy: a relative RRN_HOME inside it
     # would vanish with the job, and a resubmitted sweep could not resume.
-    env_vars: dict[str, str] = {**QUIET_ENV, "RRN_HOME": CLUSTER_HOME}
+    env_vars: dict[str, str] = {**QUIET_ENV, **GRACEFUL_STOP_ENV, "RRN_HOME": CLUSTER_HOME}
     if tracking_uri:
         env_vars[ENV_TRACKING_URI] = env_vars["MLFLOW_TRACKING_URI"] = tracking_uri
     if storage_path:

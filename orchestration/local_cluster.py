@@ -482,7 +482,9 @@ class LocalCluster:
         self.s3.start()
         self.mlflow = MlflowServer(self.root / "mlflow",
                                    {**env, "PGPASSWORD": self.postgres.password,
-                                    "MLFLOW_S3_ENDPOINT_URL": self.s3.url},
+                                    "MLFLOW_S3_ENDPOINT_URL": self.s3.url,
+                                    # no GenAI job runners: they double the start-up time
+                                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                                    self.postgres.uri, f"s3://{self.s3.bucket}/mlartifacts")
         wait_until(lambda: _port_open(self.head.gcs_port), 120, "Ray head GCS", self.head.proc)
         for i in range(self.workers):
@@ -542,6 +544,23 @@ class LocalCluster:
         return {**self.secrets.env(), "RAY_ADDRESS": self.dashboard,
                 "MLFLOW_TRACKING_URI": self.mlflow.url if self.mlflow else "",
                 "AWS_ENDPOINT_URL": self.s3.url if self.s3 else ""}
+
+    def node_logs(self) -> dict[str, str]:
+        """Text of every file in the live worker nodes' Ray temp dirs, read through
+        /proc/PID/root (an isolated node's /tmp is visible only from inside it)."""
+        out: dict[str, str] = {}
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            root = Path(f"/proc/{node.proc.popen.pid}/root{node.temp_dir}") if node.isolate \
+                else Path(node.temp_dir)
+            for path in root.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    try:
+                        out[f"{node.name}:{path}"] = path.read_text(errors="replace")
+                    except OSError:
+                        continue
+        return out
 
     def log_files(self) -> Iterator[Path]:
         """Every log this cluster's processes wrote on the shared disk (isolated

@@ -479,8 +479,11 @@ class TrialTracker(RunLogger):
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str,
                  run_name: str, config: RunConfig, tags: dict[str, str] | None = None) -> None:
+        from orchestration.tracking_retry import PatientClient
+
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        # A tracking-server restart must not kill or stall the trial (tracking_retry.py).
+        self.client = PatientClient(MlflowClient(tracking_uri=self.tracking_uri))
         self.parent_run_id = parent_run_id
         self.trial_id = trial_id
         parent = self.client.get_run(parent_run_id)

@@ -132,6 +132,8 @@ class Timeline:
     finished_before_stop: set[str] = field(default_factory=set)
     unfinished_at_stop: set[str] = field(default_factory=set)
     events: list[tuple[float, str]] = field(default_factory=list)
+    node_logs: dict[str, str] = field(default_factory=dict)   # worker-node log files, by path
+    driver_log: str = ""
     driver_rss_mb: float = 0.0
     wall_s: float = 0.0
 
