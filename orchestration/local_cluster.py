@@ -295,12 +295,19 @@ class MlflowServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120) -> None:
+    def launch(self) -> None:
+        """Start the server process; it serves once `wait` returns."""
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts,
                "--workers", "1"]
         self.proc = Proc("mlflow", cmd, self.env, self.root / "mlflow.log").start()
+
+    def wait(self, timeout: float = 120) -> None:
         wait_until(lambda: _http_ok(f"{self.url}/health"), timeout, "MLflow server", self.proc)
+
+    def start(self, timeout: float = 120) -> None:
+        self.launch()
+        self.wait(timeout)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -486,13 +493,14 @@ class LocalCluster:
                                     # no GenAI job runners: they double the start-up time
                                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                                    self.postgres.uri, f"s3://{self.s3.bucket}/mlartifacts")
+        self.mlflow.launch()
         wait_until(lambda: _port_open(self.head.gcs_port), 120, "Ray head GCS", self.head.proc)
         for i in range(self.workers):
             node = RayNode(f"worker-{chr(ord('a') + i)}", self.root / f"worker-{i}", env,
                            num_cpus=self.cpus_per_worker, head_port=self.head.gcs_port, isolate=self.isolate)
             node.start()
             self.nodes.append(node)
-        self.mlflow.start()
+        self.mlflow.wait()
         wait_until(lambda: _http_ok(f"{self.dashboard}/api/jobs/"), 120, "Ray head", self.head.proc)
         self.wait_for_nodes()
         return self
@@ -538,6 +546,9 @@ class LocalCluster:
                 print(f"local cluster: teardown step failed: {err!r}", file=sys.stderr)
         if self.postgres is not None:
             shutil.rmtree(self.postgres.root, ignore_errors=True)
+        for node in [*self.nodes, *([self.head] if self.head else [])]:
+            if not node.isolate and node._temp:
+                shutil.rmtree(node._temp, ignore_errors=True)
 
     def client_env(self) -> dict[str, str]:
         """What a user's shell needs to submit to and read from this cluster."""
