@@ -29,6 +29,24 @@ for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true
     os.environ.setdefault(_k, _v)
 
 
+def _train_alone(space: Path) -> float:
+    """Seconds of `rrn_core.loop.train` for the sweep's first grid point, here."""
+    import torch
+
+    from orchestration.space import load_space
+    from rrn_core.config import build_config
+    from rrn_core.loop import train
+
+    torch.set_num_threads(1)
+    resolved = load_space(space)
+    cfg = resolved.trial_config(resolved.grid_points()[0], {})
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = build_config(cfg.model_dump(mode="json"), {"runtime.output_dir": tmp})
+        tic = time.monotonic()
+        train(cfg)
+        return time.monotonic() - tic
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=12, help="grid seeds (x 2 label ratios)")
@@ -80,6 +98,8 @@ def main() -> None:
             per_node[node] = per_node.get(node, 0) + 1
             busy += (child.info.end_time - child.info.start_time) / 1000
         trials = len(children)
+        span = (max(c.info.end_time for c in children) - min(c.info.start_time for c in children)) / 1000
+        train_alone = _train_alone(space)
         print(f"cluster start-up            {startup:.1f} s ({args.workers} workers, "
               f"{'private /tmp each' if cluster.isolate else 'shared /tmp'})")
         print(f"job                         {sid}: {status}, {trials} trial(s)")
@@ -87,7 +107,10 @@ def main() -> None:
         print(f"wall (submit -> done)       {wall:.1f} s")
         print(f"sum of trial times          {busy:.1f} s  ({busy / max(trials, 1):.1f} s per trial, "
               f"MLflow child run start -> end)")
-        print(f"speed-up (sum / wall)       {busy / wall:.2f} x on {args.workers} slot(s)")
+        print(f"trial span (first start -> last end) {span:.1f} s; speed-up sum / span "
+              f"{busy / span:.2f} x on {args.workers} slot(s)")
+        print(f"one trial's training alone  {train_alone:.1f} s (rrn_core.loop.train in this process, no "
+              "Ray, no MLflow, no S3): the rest of a trial's time is tracking, checkpoint upload, start-up")
         print(f"sweep driver peak RSS       {rss:.0f} MB")
     finally:
         cluster.stop()

@@ -38,7 +38,8 @@ from typer.testing import CliRunner
 from cluster_faults import (EVAL_EVERY, ITERS, SWEEP, Timeline, all_objects, driver_rss_mb,
                             eventually, experiment_state, sweep_runs, write_space)
 from orchestration import cli_jobs
-from orchestration.local_cluster import LocalCluster, can_isolate_nodes, postgres_bin
+from orchestration.local_cluster import LocalCluster
+from orchestration.local_services import can_isolate_nodes, postgres_bin
 
 pytestmark = pytest.mark.slow
 

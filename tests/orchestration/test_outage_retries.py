@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.local_cluster import S3, Secrets, free_port
+from orchestration.local_cluster import Secrets
+from orchestration.local_services import S3, free_port
 from orchestration.storage import ray_storage
 from orchestration.storage_retry import ENV_RETRY_S, StorageUnavailable, is_transient
 from orchestration.tracking_retry import PatientClient, is_unreachable, patiently
