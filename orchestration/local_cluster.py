@@ -128,7 +128,8 @@ class LocalCluster:
         wait_until(lambda: port_open(self.head.gcs_port), 120, "Ray head GCS", self.head.proc)
         for i in range(self.workers):
             node = RayNode(f"worker-{chr(ord('a') + i)}", self.root / f"worker-{i}", env,
-                           num_cpus=self.cpus_per_worker, head_port=self.head.gcs_port, isolate=self.isolate)
+                           num_cpus=self.cpus_per_worker, head_port=self.head.gcs_port, index=i,
+                           isolate=self.isolate)
             node.start()
             self.nodes.append(node)
         self.mlflow.wait()

@@ -36,10 +36,20 @@ class ClusterError(RuntimeError):
     """A component that did not come up; the message carries the tail of its log."""
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1, never the same one twice in this process: the OS
+    may hand a just-released port out again, and Ray refuses two components on one."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+    raise ClusterError("no free port found on 127.0.0.1")
 
 
 def postgres_bin() -> Path | None:
@@ -304,6 +314,7 @@ class RayNode:
     head: bool = False
     num_cpus: int = 1
     head_port: int = 0
+    index: int = 0                      # worker number: picks its worker-port range
     isolate: bool = False
     dashboard_port: int = field(default_factory=free_port)
     gcs_port: int = field(default_factory=free_port)
@@ -339,9 +350,11 @@ class RayNode:
                    "--dashboard-port", str(self.dashboard_port),
                    "--ray-client-server-port", str(free_port()), *common]
         else:
-            base = 20000 + (free_port() % 200) * 100
+            # Worker processes' ports: a range of this node's own, below Linux's
+            # ephemeral range (32768+) so that no free_port() can fall into it.
+            base = 20000 + ((os.getpid() % 60) * 4 + self.index) * 50
             cmd = [ray, "start", "--address", f"127.0.0.1:{self.head_port}", "--num-cpus", str(self.num_cpus),
-                   "--min-worker-port", str(base), "--max-worker-port", str(base + 99), *common]
+                   "--min-worker-port", str(base), "--max-worker-port", str(base + 49), *common]
         if self.isolate:
             # A private, empty /tmp for this node and every process it starts.
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
