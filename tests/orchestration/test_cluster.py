@@ -293,8 +293,18 @@ def test_outages_were_survived(disturbed: Timeline, mlflow_client: Any) -> None:
     assert disturbed.running_during_s3 and disturbed.running_during_mlflow
     logs = "\n".join(disturbed.node_logs.values()) + disturbed.driver_log
     node_lines = "\n".join(disturbed.node_logs.values()).splitlines()
-    assert any("storage: upload of" in line and "/checkpoint_" in line and "retrying in" in line
-               for line in node_lines), "no trial's checkpoint upload met the S3 outage"
+    # Trials meet an S3 outage first through MLflow's artifact proxy (the server answers
+    # 5xx while it cannot reach S3: the trial's tracking calls retry) or through their
+    # checkpoint writes (storage retries); the driver's experiment-state syncs retry too.
+    storage = [line for line in node_lines if "storage: " in line and "retrying in" in line]
+    proxied = [line for line in node_lines if "tracking server unreachable" in line
+               and ("500" in line or "internal server error" in line.lower())]
+    driver = [line for line in disturbed.driver_log.splitlines() if "storage: " in line and "retrying in" in line]
+    print(f"\nS3 outage met by: {len(storage)} trial storage retries, {len(proxied)} trial artifact "
+          f"uploads through MLflow's proxy, {len(driver)} driver state syncs; e.g. "
+          f"{[x[:200] for x in (storage[:1] + proxied[:1] + driver[:1])]}")
+    assert driver, "the driver's experiment-state sync never met the S3 outage"
+    assert storage or proxied, "no trial's write met the S3 outage"
     assert "tracking server unreachable" in logs and "went through after" in logs, \
         "no MLflow call met the tracking server's outage, or none went through after it"
     _, children = sweep_runs(mlflow_client)
