@@ -189,7 +189,7 @@ def disturbed(cluster: LocalCluster, space: Path, mlflow_client: Any, s3: Any) -
     cluster.s3.start_relay()
     line.s3_down = (s3_down, time.time())
     line.note(f"S3 endpoint was down {line.s3_down[1] - line.s3_down[0]:.0f}s")
-    time.sleep(mlflow_down + OUTAGE_S - time.time())
+    time.sleep(max(0.0, mlflow_down + OUTAGE_S - time.time()))
     cluster.mlflow.start()
     line.mlflow_down = (mlflow_down, time.time())
     line.note(f"MLflow server was down {line.mlflow_down[1] - line.mlflow_down[0]:.0f}s "
