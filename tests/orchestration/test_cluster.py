@@ -293,12 +293,12 @@ def test_outages_were_survived(disturbed: Timeline, mlflow_client: Any) -> None:
     assert disturbed.running_during_s3 and disturbed.running_during_mlflow
     logs = "\n".join(disturbed.node_logs.values()) + disturbed.driver_log
     node_lines = "\n".join(disturbed.node_logs.values()).splitlines()
-    # Trials meet an S3 outage first through MLflow's artifact proxy (the server answers
-    # 5xx while it cannot reach S3: the trial's tracking calls retry) or through their
-    # checkpoint writes (storage retries); the driver's experiment-state syncs retry too.
+    # Trials meet an S3 outage first through MLflow's artifact proxy (an upload hangs
+    # while the server's S3 client retries, times out, and the trial's tracking call
+    # retries it) or through their checkpoint writes (storage retries); the driver's
+    # experiment-state syncs retry too.
     storage = [line for line in node_lines if "storage: " in line and "retrying in" in line]
-    proxied = [line for line in node_lines if "tracking server unreachable" in line
-               and ("500" in line or "internal server error" in line.lower())]
+    proxied = [line for line in node_lines if "tracking server unreachable" in line and "mlflow-artifacts" in line]
     driver = [line for line in disturbed.driver_log.splitlines() if "storage: " in line and "retrying in" in line]
     print(f"\nS3 outage met by: {len(storage)} trial storage retries, {len(proxied)} trial artifact "
           f"uploads through MLflow's proxy, {len(driver)} driver state syncs; e.g. "
