@@ -304,7 +304,8 @@ def test_outages_were_survived(disturbed: Timeline, mlflow_client: Any) -> None:
           f"uploads through MLflow's proxy, {len(driver)} driver state syncs; e.g. "
           f"{[x[:200] for x in (storage[:1] + proxied[:1] + driver[:1])]}")
     assert driver, "the driver's experiment-state sync never met the S3 outage"
-    assert storage or proxied, "no trial's write met the S3 outage"
+    # (an artifact upload's retry may have begun in either outage: they overlap)
+    assert storage or proxied, "no trial's S3-bound write (checkpoint or artifact) had to be retried"
     assert "tracking server unreachable" in logs and "went through after" in logs, \
         "no MLflow call met the tracking server's outage, or none went through after it"
     _, children = sweep_runs(mlflow_client)
