@@ -16,8 +16,8 @@ Each test below then checks one promise against what the services hold: every
 trial finished exactly once, its metrics present once per step, no run left
 RUNNING, every checkpoint readable, results equal to an undisturbed run of the
 same seeds, and no credential anywhere in the database, the bucket or the logs.
-The module costs about 6 minutes on 2 cores: the cluster ~40 s, the disturbed
-sweep ~4.5 min (of it ~1 min the two outages, which overlap by 20 s).
+The module costs 4.5-5.5 minutes on 2 cores: the cluster 25-48 s, the disturbed
+sweep 3.5-4.5 min (of it ~1 min the two outages, which overlap by 20 s).
 """
 
 from __future__ import annotations
