@@ -228,6 +228,9 @@ def main(argv: list[str]) -> int:
             print(f"  export {key}={value}")
         print(f"  rrn submit SPACE.yaml --storage {cluster.storage_path} --endpoint-url {cluster.s3.url} "
               f"--tracking-uri {cluster.mlflow.url} --no-forward-credentials --entrypoint-num-cpus 0")
+        if cluster.isolate:
+            print("note: the workers' /tmp is private: keep data sets (data.root) outside /tmp, "
+                  "as on a shared file system; submit with --working-dir DIR holding the space file")
         print("Ctrl-C stops everything.", flush=True)
         try:
             while True:
