@@ -1,7 +1,9 @@
 """`rrn submit` and `rrn jobs status|logs|stop|list`: sweeps as Ray Jobs on a cluster.
 
 The space is validated here, on the user's machine, before anything is uploaded:
-a typo costs a second, not a cluster slot. Output never shows credential values.
+a typo costs a second, not a cluster slot. Then a check job proves the cluster's
+`python` can run rrn before the sweep is submitted. No secret goes into the job's
+runtime env (Ray logs it in clear), and output never shows credential values.
 """
 
 from __future__ import annotations
@@ -75,7 +77,12 @@ def submit_command(
     working_dir: Annotated[Optional[Path], typer.Option(
         help="Directory uploaded as the job's working_dir.", show_default="the rrn repository")] = None,
     forward_credentials: Annotated[bool, typer.Option(
-        help="Forward AWS_* credentials from this shell to the job (off when the cluster has its own).")] = True,
+        hidden=True, help="Refused: credentials reach a job only through the cluster nodes' "
+        "environment.")] = False,
+    check: Annotated[bool, typer.Option(
+        help="Before submitting, run a short check job proving the cluster's `python` can run rrn.")] = True,
+    check_timeout: Annotated[float, typer.Option(
+        min=1, help="Seconds the check job may take (the working_dir upload included).")] = 180,
     dry_run: Annotated[bool, typer.Option(help="Validate and show the job, submit nothing.")] = False,
     entrypoint_command: Annotated[str, typer.Option(hidden=True)] = "sweep",
 ) -> None:
@@ -83,10 +90,14 @@ def submit_command(
     from orchestration.jobs import JobsError, build_request, parse_env, resolve_address, submit
     from orchestration.space import SpaceError
 
+    from orchestration.jobs import SECRETS_HINT
+
+    if forward_credentials:
+        _fail(f"--forward-credentials: {SECRETS_HINT}; AWS_REGION/AWS_DEFAULT_REGION are forwarded as before")
     try:
         request = build_request(space_file, working_dir=working_dir, tracking_uri=tracking_uri,
                                 storage_path=storage, endpoint_url=endpoint_url, env=parse_env(env),
-                                forward_credentials=forward_credentials, command=entrypoint_command)
+                                command=entrypoint_command)
     except (SpaceError, JobsError) as e:
         _fail(str(e))
     space = request.space
@@ -110,10 +121,10 @@ def submit_command(
     url = resolve_address(address)
     client = _client(address)
     try:
-        with err.status(f"uploading {request.runtime_env['working_dir']} and submitting to {url} ..."):
-            outcome = submit(client, request, resubmit=resubmit)
+        with err.status(f"uploading {request.runtime_env['working_dir']}, checking and submitting to {url} ..."):
+            outcome = submit(client, request, resubmit=resubmit, check_timeout_s=check_timeout if check else None)
     except JobsError as e:
-        _fail(str(e))
+        _fail(f"{space_file}: not submitted to {url}: {e}")
     colour = "green" if outcome.submitted else "yellow"
     out.print(f"[{colour}]{escape(outcome.message)}[/] (status {outcome.status})", highlight=False)
     out.print(f"follow it:  rrn jobs logs {outcome.submission_id} --follow --address {url}", highlight=False)

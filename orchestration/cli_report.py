@@ -41,10 +41,15 @@ def _store_uri(tracking_uri: str | None) -> str:
     """Resolve the store without creating an empty database as a side effect of reading."""
     from orchestration.mlflow_store import resolve_tracking_uri, sqlite_path
 
+    from orchestration.preflight import tracking_scheme_problem
+
     if tracking_uri is None:
         from orchestration.storage import default_tracking_uri
 
         tracking_uri = _env_tracking_uri() or default_tracking_uri()
+    unknown = tracking_scheme_problem(tracking_uri, "--tracking-uri")
+    if unknown:
+        raise _fail(unknown)
     db = sqlite_path(tracking_uri) if "://" in tracking_uri else (
         Path(tracking_uri) if tracking_uri.endswith(".db") else None)
     if db is not None:

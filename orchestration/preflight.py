@@ -38,18 +38,36 @@ DEFAULT_PLACEMENT_TIMEOUT_S = 300.0
 # --------------------------------------------------------------------------- tracking
 
 
+def _tracking_scheme(uri: str) -> str:
+    """The store kind: "" for a plain path, else the URI scheme without a +driver."""
+    scheme = urlparse(uri).scheme.lower().split("+", 1)[0]
+    return "" if len(scheme) == 1 and ":\\" in uri else scheme  # C:\\... is a path
+
+
+def tracking_scheme_problem(uri: str, field: str) -> str | None:
+    """An unknown store scheme, said before MLflow is asked: MLflow answers one with a
+    traceback (a server it starts dies with one too: `rrn ui --tracking-uri bogus://x`)."""
+    from orchestration.storage import redact_text
+
+    scheme = _tracking_scheme(uri)
+    if scheme == "" or scheme in TRACKING_SCHEMES:
+        return None
+    return (f"{field}: {redact_text(uri)}: unknown MLflow store scheme {urlparse(uri).scheme!r} "
+            "(use sqlite:///file.db, http(s)://server, file:///folder or postgresql://...)")
+
+
 def tracking_problems(uri: str, field: str) -> list[str]:
     """Why MLflow could not open or write the store `uri` (empty: it can)."""
     from orchestration.storage import redact_text
 
     shown = redact_text(uri)
     parsed = urlparse(uri)
-    scheme = parsed.scheme.lower().split("+", 1)[0]
-    if scheme == "" or (len(scheme) == 1 and ":\\" in uri):  # a plain path: a file store
+    scheme = _tracking_scheme(uri)
+    if scheme == "":  # a plain path: a file store
         return [p for p in [writable_dir_problem(uri, field)] if p]
-    if scheme not in TRACKING_SCHEMES:
-        return [f"{field}: {shown}: unknown MLflow store scheme {parsed.scheme!r} (use sqlite:///file.db, "
-                "http(s)://server, file:///folder or postgresql://...)"]
+    unknown = tracking_scheme_problem(uri, field)
+    if unknown:
+        return [unknown]
     if scheme == "sqlite":
         raw = uri.split(":///", 1)[1] if ":///" in uri else ""
         if not raw or raw == ":memory:":

@@ -1,12 +1,14 @@
 """Every command refuses bad input the same way: exit code 2, one message naming the
 file and the field, no traceback, and nothing written anywhere.
 
-One table, one tiny data set, one trained checkpoint and one Ray start (for the
-resource cases, the only ones that need a cluster) back every row. Each row may
+One table, one tiny data set, one trained checkpoint and one Ray start with its
+dashboard (for the resource and submission cases, the only ones that need a
+cluster) back every row. Each row may
 plant its defect in its own folder first; the whole working tree (data, config,
 RRN_HOME with the MLflow store and results, the space's own store) is then
 snapshotted before and after the command, so a split file, an MLflow run, a
-results folder or an output folder written before the refusal fails the row.
+results folder or an output folder written before the refusal fails the row; for
+the rows that reach the cluster, so does a job left in its job list.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class World:
     space: Path
     checkpoint: Path      # a run's output folder (checkpoints/last.pt inside)
     image: Path
+    dashboard: str = "http://127.0.0.1:9"   # the Ray dashboard URL once `ray_cluster` is up
 
     def case_dir(self, name: str) -> Path:
         folder = self.root / "cases" / name
@@ -90,15 +93,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Any:
-    """One small local Ray for the rows whose refusal needs the cluster's totals."""
+    """One small local Ray for the rows whose refusal needs the cluster's totals, with
+    its dashboard (the Jobs API) on a free loopback port for the `rrn submit` rows.
+    Its nodes' environment is this process's: PATH holds the venv, as on a good head."""
     import os
+    import socket
 
     import ray
 
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     assert not ray.is_initialized()
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-             _temp_dir=os.environ.get("RAY_TMPDIR") or None)
-    yield ray
+    context = ray.init(num_cpus=2, num_gpus=0, include_dashboard=True, dashboard_host="127.0.0.1",
+                       dashboard_port=port, log_to_driver=False,
+                       _temp_dir=os.environ.get("RAY_TMPDIR") or None)
+    yield f"http://{context.dashboard_url}"
     ray.shutdown()
 
 
@@ -227,13 +237,14 @@ class Row:
     ray: bool = False
     cuda_free: bool = False      # only meaningful on a machine without CUDA
     extra_names: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)    # never echoed (a secret given as input)
 
 
 def argv(*args: Any, names: list[str]) -> Setup:
     """A row whose arguments only need the world's paths: `{cfg}`, `{space}`, ..."""
     def setup(w: World, case: Path) -> tuple[list[str], list[str]]:
         subs = {"cfg": w.config, "space": w.space, "ckpt": w.checkpoint, "img": w.image,
-                "case": case, "root": w.root, "data": w.data}
+                "case": case, "root": w.root, "data": w.data, "dashboard": w.dashboard}
         return [str(a).format(**subs) for a in args], [n.format(**subs) for n in names]
     return setup
 
@@ -351,6 +362,9 @@ def _data_check_relative_bad(w: World, case: Path) -> tuple[list[str], list[str]
     return ["data", "check", str(data)], [name, "outside 0..3"]
 
 
+#: `rrn submit` of the world's good space, the world's folder uploaded as working_dir.
+SUBMIT = ("submit", "{space}", "--working-dir", "{root}")
+
 ROWS: list[Row] = [
     # ---- rrn train: the config file
     Row("train-config-missing", argv("train", "{case}/nope.yaml", "--no-track", names=["nope.yaml", "not found"])),
@@ -445,6 +459,26 @@ ROWS: list[Row] = [
                                      ["scaling", "CPU: 64"]), ray=True),
     Row("sweep-8-workers", sweep_space(space_with(scaling={"num_workers": 8}), ["scaling", "8 worker"]),
         ray=True),
+    # ---- rrn submit: secrets never go into a runtime env (Ray logs it in clear) ...
+    Row("submit-forward-credentials", argv(*SUBMIT, "--forward-credentials", "--address", "{dashboard}",
+                                           names=["--forward-credentials", "runtime env"])),
+    Row("submit-secret-env", argv(*SUBMIT, "--env", "AWS_SECRET_ACCESS_KEY=hunter2-secret",
+                                  "--address", "{dashboard}",
+                                  names=["--env AWS_SECRET_ACCESS_KEY", "runtime env"]),
+        absent=["hunter2-secret"]),
+    Row("submit-tracking-uri-password", argv(*SUBMIT, "--tracking-uri", "http://u:hunter2-secret@mlflow:5000",
+                                             "--address", "{dashboard}",
+                                             names=["--tracking-uri", "password", "runtime env"]),
+        absent=["hunter2-secret"]),
+    # ... and a cluster whose `python` is not rrn's (a head started without the venv on
+    # PATH, issue 12 #7) gets only the check job, deleted again: nothing submitted
+    Row("submit-cluster-python-lacks-rrn", argv(
+        *SUBMIT, "--address", "{dashboard}", "--env", "PATH=/usr/bin:/bin", "--check-timeout", "120",
+        names=["space.yaml", "not submitted to {dashboard}", "cannot run rrn"]), ray=True),
+    # ---- rrn ui / rrn report: an unknown store scheme before MLflow (its traceback) sees it
+    Row("ui-tracking-bogus", argv("ui", "--tracking-uri", "bogus://x", names=["--tracking-uri", "bogus"])),
+    Row("report-tracking-bogus", argv("report", "good", "--tracking-uri", "bogus://x",
+                                      names=["--tracking-uri", "bogus"])),
 ]
 
 
@@ -458,6 +492,13 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
         st = path.lstat()
         out[str(path.relative_to(root))] = (st.st_size if path.is_file() else -1, st.st_mtime_ns)
     return out
+
+
+def cluster_jobs(dashboard: str) -> list[str]:
+    """The submission ids on the test cluster (the driver of this process has none)."""
+    from ray.job_submission import JobSubmissionClient
+
+    return sorted(j.submission_id for j in JobSubmissionClient(dashboard).list_jobs() if j.submission_id)
 
 
 def test_the_table_has_at_least_40_rows() -> None:
@@ -475,7 +516,7 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
     if row.cuda_free and torch.cuda.is_available():
         pytest.skip(reason="this machine has CUDA: the input is valid here")
     if row.ray:
-        request.getfixturevalue("ray_cluster")
+        world.dashboard = request.getfixturevalue("ray_cluster")
     for name in ("RRN_TRACKING_URI", "MLFLOW_TRACKING_URI", "RRN_STORAGE_PATH",
                  "RRN_STORAGE_ENDPOINT_URL", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
@@ -485,8 +526,10 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
     args, names = row.setup(world, case)
 
     before = snapshot(world.root)
+    jobs_before = cluster_jobs(world.dashboard) if row.ray else []
     result = CliRunner().invoke(app, args)
     after = snapshot(world.root)
+    assert not row.ray or cluster_jobs(world.dashboard) == jobs_before, "a job was left on the cluster"
 
     output = result.output
     assert result.exit_code == 2, f"{args}: exit {result.exit_code}\n{output}\n{result.exception!r}"
@@ -495,6 +538,8 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
     assert "error" in output.lower(), output
     for name in names + row.extra_names:
         assert name in output, f"message does not name {name!r}:\n{output}"
+    for secret in row.absent:
+        assert secret not in output, f"the message echoes {secret!r}"
     written = sorted(set(after) - set(before))
     changed = sorted(k for k in set(after) & set(before) if after[k] != before[k]
                      and after[k][0] != -1)  # folders' mtimes change when files are added only

@@ -5,7 +5,10 @@ its temp dir under $RAY_TMPDIR) and ended by signalling the process group this
 test started, never with `ray stop` (which would end other people's Ray too).
 Submitted jobs run the hidden `validate` entrypoint: it exercises the working_dir
 upload, `rrn` being importable on the cluster and environment variables
-arriving, in seconds, without training anything.
+arriving, in seconds, without training anything. Every submission first runs the
+cluster check job (orchestration/cluster_probe.py; a cluster that fails it is a row of
+test_bad_input.py); fake AWS credentials sit in the
+submitting environment and must appear in no file under the head's Ray temp dir.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +45,9 @@ from orchestration.space import SpaceError, load_space
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_SPACE = "tests/orchestration/fixtures/job_space.yaml"
-SECRET = "never-print-this-secret"
+# Drawn per run, never literal: the head's temp dir holds uploaded copies of this file.
+SECRET = "rrn-job-secret-" + uuid.uuid4().hex
+SECRET_ID = "AKIA" + uuid.uuid4().hex[:16].upper()
 TOKEN = secrets.token_hex(32)          # the test cluster runs with Ray token auth on
 WIDE = {"COLUMNS": "200"}
 AUTHED = {**WIDE, "RAY_AUTH_TOKEN": TOKEN}
@@ -79,8 +85,9 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_request_carries_entrypoint_env_and_metadata(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(workdir)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-test")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", SECRET_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     req = build_request("spaces/s.yaml", working_dir=workdir, tracking_uri="http://mlflow:5000",
                         storage_path="s3://bucket/rrn", endpoint_url="http://minio:9000",
@@ -93,16 +100,27 @@ def test_request_carries_entrypoint_env_and_metadata(workdir: Path, monkeypatch:
     assert env["RRN_TRACKING_URI"] == env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert env["RRN_STORAGE_PATH"] == "s3://bucket/rrn"
     assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert env["AWS_SECRET_ACCESS_KEY"] == SECRET and env["RAY_USAGE_STATS_ENABLED"] == "0" and env["EXTRA"] == "1"
-    assert SECRET not in repr(req.printable_env())
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0" and env["EXTRA"] == "1" and env["AWS_REGION"] == "eu-west-3"
+    assert SECRET not in repr(req.runtime_env) and SECRET_ID not in repr(req.runtime_env)   # nodes' env only
     assert req.metadata == {"git_commit": "c0ffee", "git_dirty": "false", "space": "job-plumbing",
                             "space_file": "spaces/s.yaml", "submitted_by": "rrn"}
     assert req.entrypoint_num_cpus == 1
     assert env["RRN_HOME"] == "~/rrn-home"          # not inside the job's temporary working_dir copy
-    no_creds = build_request("spaces/s.yaml", working_dir=workdir, forward_credentials=False, commit="c0ffee",
-                             dirty=False, command="validate")
-    assert "AWS_SECRET_ACCESS_KEY" not in no_creds.runtime_env["env_vars"]
-    assert no_creds.entrypoint == "python -m rrn space validate spaces/s.yaml"
+    validate = build_request("spaces/s.yaml", working_dir=workdir, commit="c0ffee", dirty=False,
+                             command="validate")
+    assert validate.entrypoint == "python -m rrn space validate spaces/s.yaml"
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"env": {"AWS_SECRET_ACCESS_KEY": "x"}}, "--env AWS_SECRET_ACCESS_KEY: names a secret"),
+    ({"env": {"MLFLOW_TRACKING_TOKEN": "x"}}, "--env MLFLOW_TRACKING_TOKEN: names a secret"),
+    ({"env": {"DB": "postgresql://u:hunter2@db/m"}}, "--env DB: holds a password"),
+    ({"tracking_uri": "http://u:hunter2@mlflow:5000"}, "--tracking-uri: holds a password"),
+])
+def test_request_refuses_secrets_for_the_runtime_env(workdir: Path, kwargs: dict, named: str) -> None:
+    with pytest.raises(JobsError, match="never travel in a Ray runtime env") as caught:
+        build_request("spaces/s.yaml", working_dir=workdir, commit="c", dirty=False, **kwargs)
+    assert named in str(caught.value) and "hunter2" not in str(caught.value)
 
 
 def test_submission_id_is_deterministic_and_content_addressed(workdir: Path) -> None:
@@ -147,7 +165,7 @@ def test_cli_dry_run_and_errors_need_no_cluster(monkeypatch: pytest.MonkeyPatch)
     dry = _invoke("submit", JOB_SPACE, "--address", dead, "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "rrn sweep tests/orchestration/fixtures/job_space.yaml" in dry.stdout and SECRET not in dry.output
-    assert "AWS_SECRET_ACCESS_KEY=***" in dry.stdout
+    assert "AWS_SECRET_ACCESS_KEY" not in dry.stdout
     unreachable = _invoke("submit", JOB_SPACE, "--address", dead)
     assert unreachable.exit_code == 2 and "cannot reach the Ray dashboard" in unreachable.stderr
     bad_env = _invoke("submit", JOB_SPACE, "--env", "1BAD=x", "--address", dead)
@@ -173,11 +191,15 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90)
     pytest.fail(f"Ray dashboard not up at {url} after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
+def _head_temp_dir() -> Path:
+    return Path(os.environ["RAY_TMPDIR"]) / f"jobs{os.getpid()}"   # short: Ray puts sockets here
+
+
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local Ray head with the dashboard (jobs API) on free 127.0.0.1 ports and
     token auth on (with its token in the environment, not in ~/.ray)."""
-    temp_dir = Path(os.environ["RAY_TMPDIR"]) / f"jobs{os.getpid()}"   # short: Ray puts sockets here
+    temp_dir = _head_temp_dir()
     log = tmp_path_factory.mktemp("ray-head") / "ray-start.log"
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -227,7 +249,7 @@ def validate_job(ray_head: str, client, tmp_path_factory: pytest.TempPathFactory
     remote_home = tmp_path_factory.mktemp("remote-home")
     patch = pytest.MonkeyPatch()
     patch.chdir(REPO)
-    patch.setenv("AWS_ACCESS_KEY_ID", "AKIA-test")
+    patch.setenv("AWS_ACCESS_KEY_ID", SECRET_ID)
     patch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     try:
         sid = submission_id(load_space(REPO / JOB_SPACE), git_state(REPO).commit)
@@ -249,7 +271,9 @@ def test_submit_runs_on_the_cluster_with_env_and_code(validate_job, client) -> N
     assert str(info.status) == "SUCCEEDED"
     assert info.entrypoint == f"python -m rrn space validate {JOB_SPACE}"
     assert info.metadata["space"] == "job-plumbing" and info.metadata["git_commit"] == (git_state(REPO).commit or "unknown")
-    assert info.runtime_env["env_vars"]["AWS_SECRET_ACCESS_KEY"] == SECRET   # forwarded, not printed
+    assert not any("AWS_" in k and "REGION" not in k for k in info.runtime_env["env_vars"])  # nodes' env only
+    jobs = [j.submission_id or "" for j in client.list_jobs()]
+    assert not any("-check-" in j for j in jobs), jobs          # the check job ran and was deleted
     logs = client.get_job_logs(sid)
     # The job printed what it resolved from the environment we sent ...
     assert "tracking   http://mlflow.test:5000" in logs
@@ -282,7 +306,7 @@ def test_status_logs_list_cli(validate_job, ray_head: str) -> None:
     status = _invoke("jobs", "status", sid, "--address", ray_head)
     assert status.exit_code == 0, status.output
     assert "SUCCEEDED" in status.stdout and "space=job-plumbing" in status.stdout
-    assert "AWS_SECRET_ACCESS_KEY=***" in status.stdout and SECRET not in status.output
+    assert SECRET not in status.output and "AWS_SECRET_ACCESS_KEY" not in status.stdout
     logs = _invoke("jobs", "logs", sid, "--address", ray_head)
     assert logs.exit_code == 0 and f"OK {JOB_SPACE}: 4 trial(s)" in logs.stdout
     followed = _invoke("jobs", "logs", sid, "--follow", "--address", ray_head)
@@ -320,3 +344,22 @@ def test_invalid_space_submits_nothing(ray_head: str, client, tmp_path: Path) ->
     result = _invoke("submit", str(bad), "--address", ray_head)
     assert result.exit_code == 2 and "search.runtime.seed" in result.stderr and "grid-only" in result.stderr
     assert len(client.list_jobs()) == before
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_file_under_the_head_temp_dir(validate_job) -> None:
+    """The submitting shell held AWS keys; after the check job and the job itself ran,
+    Ray's whole temp dir (runtime_env_agent.log, dashboard logs, job logs, uploaded
+    packages) holds neither."""
+    needles = [SECRET.encode(), SECRET_ID.encode()]
+    hits = []
+    for path in _head_temp_dir().rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                hits += [f"{path}: {n.decode()}" for n in needles if n in data]
+        except OSError:
+            continue
+    assert not hits, "credentials written to:\n" + "\n".join(hits)
+    assert any(_head_temp_dir().rglob("runtime_env_agent.log")), "Ray wrote no runtime env log: wrong folder?"
+
