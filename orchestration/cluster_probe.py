@@ -7,8 +7,8 @@ A head started with the venv's `ray start` but without the venv on PATH runs
 upload, start and die with `ModuleNotFoundError` (or `/bin/sh: python: not
 found`). The probe finds that in a second and the submission is refused instead.
 
-Standard library only up to the import of `rrn.cli`: it must report a missing
-package, not fail on it.
+Standard library only, and nothing is imported, only found: it must report a
+missing package rather than fail on it, and answer in well under a second.
 """
 
 from __future__ import annotations
@@ -16,17 +16,25 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-#: Import names of pyproject's runtime dependencies (what `rrn sweep` and its trials load).
-REQUIRED = ("torch", "torchmetrics", "numpy", "PIL", "pydantic", "yaml", "typer", "rich", "fsspec",
+#: The command itself (from the uploaded working_dir), then the import names of
+#: pyproject's runtime dependencies (what `rrn sweep` and its trials load).
+REQUIRED = ("rrn.cli", "orchestration.sweep", "rrn_core.loop", "torch", "torchmetrics", "numpy", "PIL", "pydantic", "yaml", "typer", "rich", "fsspec",
             "s3fs", "boto3", "pyarrow", "ray", "mlflow", "optuna", "matplotlib")
 
 #: The line a passing probe prints last (what `rrn submit` looks for).
 OK_MARK = "rrn cluster probe: OK"
 
 
+def _found(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package of a dotted name is missing
+        return False
+
+
 def missing_modules(names: tuple[str, ...] = REQUIRED) -> list[str]:
     """The names this interpreter cannot import (found without importing them: fast)."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
+    return [name for name in names if not _found(name)]
 
 
 def interpreter() -> str:
@@ -39,8 +47,6 @@ def main() -> int:
     if missing:
         print(f"rrn cluster probe: {interpreter()} lacks {', '.join(missing)}", flush=True)
         return 1
-    import rrn.cli  # noqa: F401  (the command itself; its heavy imports stay deferred)
-
     print(f"{OK_MARK} {interpreter()}", flush=True)
     return 0
 

@@ -363,3 +363,10 @@ def test_no_secret_in_any_file_under_the_head_temp_dir(validate_job) -> None:
     assert not hits, "credentials written to:\n" + "\n".join(hits)
     assert any(_head_temp_dir().rglob("runtime_env_agent.log")), "Ray wrote no runtime env log: wrong folder?"
 
+
+
+def test_the_cluster_probe_names_what_is_missing() -> None:
+    from orchestration.cluster_probe import REQUIRED, missing_modules
+
+    assert missing_modules(("json", "rrn_no_such_pkg", "rrn_no_such.sub")) == ["rrn_no_such_pkg", "rrn_no_such.sub"]
+    assert missing_modules(REQUIRED) == []          # this environment runs rrn
