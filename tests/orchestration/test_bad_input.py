@@ -92,24 +92,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Any:
-    """One small local Ray for the rows whose refusal needs the cluster's totals, with
-    its dashboard (the Jobs API) on a free loopback port for the `rrn submit` rows.
-    Its nodes' environment is this process's: PATH holds the venv, as on a good head."""
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One small local Ray head for the rows whose refusal needs the cluster's totals
+    or its Jobs API (ray_head.py: free ports, so another Ray on the machine cannot take
+    its dashboard agent's); this process connects to it as `rrn sweep` would. Its
+    nodes' environment is this process's, venv first on PATH, as on a good head.
+    Yields the dashboard URL."""
     import os
-    import socket
 
     import ray
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from ray_head import ray_head
+
+    temp_dir = Path(os.environ["RAY_TMPDIR"]) / f"bad{os.getpid()}"   # short: Ray puts sockets here
     assert not ray.is_initialized()
-    context = ray.init(num_cpus=2, num_gpus=0, include_dashboard=True, dashboard_host="127.0.0.1",
-                       dashboard_port=port, log_to_driver=False,
-                       _temp_dir=os.environ.get("RAY_TMPDIR") or None)
-    yield f"http://{context.dashboard_url}"
-    ray.shutdown()
+    with ray_head(temp_dir, tmp_path_factory.mktemp("ray-head") / "ray-start.log") as head:
+        ray.init(address=head.gcs_address, log_to_driver=False)
+        try:
+            yield head.dashboard
+        finally:
+            ray.shutdown()
 
 
 # --------------------------------------------------------------------------- defects
@@ -189,6 +191,13 @@ def broken_unlabeled(w: World, case: Path) -> Path:
     return case_config(w, case, data={"label_ratio": None, "labeled_split": "lab.txt",
                                       "unlabeled_split": "unlab.txt"},
                        method={"name": "supervised"})
+
+
+def cps_broken_unlabeled(w: World, case: Path) -> Path:
+    """The same non-image in the unlabeled part, with a method that reads it (cps)."""
+    broken_unlabeled(w, case)
+    return case_config(w, case, data={"label_ratio": None, "labeled_split": "lab.txt",
+                                      "unlabeled_split": "unlab.txt"}, method={"name": "cps"})
 
 
 def data_defect(defect: Callable[[Path], str]) -> Callable[[World, Path], tuple[list[str], list[str]]]:
@@ -321,6 +330,19 @@ def _not_a_checkpoint(w: World, case: Path) -> tuple[list[str], list[str]]:
     return ["predict", str(path), str(w.image), "-o", str(case / "pred")], ["other.pt", "'config'"]
 
 
+def _eval_not_a_checkpoint(w: World, case: Path) -> tuple[list[str], list[str]]:
+    import torch
+
+    path = case / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    return ["eval", str(path)], ["other.pt", "'config'"]
+
+
+def _predict_only_image_bad(w: World, case: Path) -> tuple[list[str], list[str]]:
+    bad = write_file(case, "bad.jpg", b"\xff\xd8 not really a JPEG")
+    return ["predict", str(w.checkpoint), str(bad), "-o", str(case / "pred")], ["bad.jpg", "IMAGES"]
+
+
 def _predict_one_bad(w: World, case: Path) -> tuple[list[str], list[str]]:
     bad = write_file(case, "bad.png", "no image")
     return (["predict", str(w.checkpoint), str(w.image), str(bad), "-o", str(case / "pred")],
@@ -407,6 +429,7 @@ ROWS: list[Row] = [
     Row("train-no-train-split", data_defect(defect_no_train_split)),
     Row("train-class-names", data_defect(defect_class_names)),
     Row("train-supervised-broken-unlabeled", train_on(broken_unlabeled, ["unreadable"])),
+    Row("train-cps-broken-unlabeled", train_on(cps_broken_unlabeled, ["unreadable"])),
     # ---- rrn data
     Row("data-check-missing", argv("data", "check", "{case}/nowhere", names=["nowhere"])),
     Row("data-check-bad-layout", argv("data", "check", "{data}", "--layout", "coco", names=["--layout"])),
@@ -415,8 +438,9 @@ ROWS: list[Row] = [
                                 names=["--ratio", "--count"])),
     Row("data-split-zero", argv("data", "split", "{data}", "--ratio", "0", names=["--ratio"])),
     # ---- rrn eval / predict
-    Row("eval-random-bytes", custom(_random_ckpt)),
-    Row("eval-truncated", custom(_truncated_ckpt)),
+    Row("eval-random-bytes", custom(_random_ckpt), absent=["weights_only"]),
+    Row("eval-truncated", custom(_truncated_ckpt), absent=["weights_only"]),
+    Row("eval-not-a-checkpoint", custom(_eval_not_a_checkpoint)),
     Row("eval-missing", argv("eval", "{case}/none.pt", names=["none.pt", "no checkpoint"])),
     Row("eval-bad-mode", argv("eval", "{ckpt}", "--mode", "bogus", names=["--mode", "bogus"])),
     Row("eval-data-root-missing", argv("eval", "{ckpt}", "--set", "data.root={case}/gone",
@@ -425,6 +449,7 @@ ROWS: list[Row] = [
                                     names=["model.backbone", "does not fit"])),
     Row("predict-not-a-checkpoint", custom(_not_a_checkpoint)),
     Row("predict-one-bad-image", custom(_predict_one_bad)),
+    Row("predict-only-image-bad", custom(_predict_only_image_bad)),
     Row("predict-missing-image", argv("predict", "{ckpt}", "{case}/gone.jpg", "-o", "{case}/pred",
                                       names=["gone.jpg", "IMAGES"])),
     Row("predict-out-is-file", custom(_predict_out_is_file)),

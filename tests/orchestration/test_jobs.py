@@ -1,8 +1,8 @@
 """Cluster submission: request building, then the whole path on a real local Ray head.
 
-The head is started once per module (`ray start --head --block` on free ports,
-its temp dir under $RAY_TMPDIR) and ended by signalling the process group this
-test started, never with `ray stop` (which would end other people's Ray too).
+The head is started once per module (ray_head.py: `ray start --head --block` on
+free ports, its temp dir under $RAY_TMPDIR) and ended by signalling the process
+group this test started, never with `ray stop`.
 Submitted jobs run the hidden `validate` entrypoint: it exercises the working_dir
 upload, `rrn` being importable on the cluster and environment variables
 arriving, in seconds, without training anything. Every submission first runs the
@@ -15,12 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +37,8 @@ from orchestration.jobs import (
     submission_id,
 )
 from orchestration.space import SpaceError, load_space
+from ray_head import free_port as _free_port
+from ray_head import ray_head as start_head
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_SPACE = "tests/orchestration/fixtures/job_space.yaml"
@@ -62,12 +59,6 @@ def _app() -> typer.Typer:
 def _invoke(*args: str, env: dict[str, str] | None = None):
     """Run the CLI; on the test cluster with the auth token in the environment."""
     return CliRunner().invoke(_app(), list(args), env=env or AUTHED)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
@@ -175,22 +166,6 @@ def test_cli_dry_run_and_errors_need_no_cluster(monkeypatch: pytest.MonkeyPatch)
 # ------------------------------------------------------------------ on a real Ray head
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"ray start exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"Ray dashboard not up at {url} after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
 def _head_temp_dir() -> Path:
     return Path(os.environ["RAY_TMPDIR"]) / f"jobs{os.getpid()}"   # short: Ray puts sockets here
 
@@ -199,41 +174,9 @@ def _head_temp_dir() -> Path:
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local Ray head with the dashboard (jobs API) on free 127.0.0.1 ports and
     token auth on (with its token in the environment, not in ~/.ray)."""
-    temp_dir = _head_temp_dir()
     log = tmp_path_factory.mktemp("ray-head") / "ray-start.log"
-    venv_bin = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
-    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
-        env.pop(name, None)
-    dashboard = _free_port()
-    cmd = [str(venv_bin / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-           "--node-ip-address", "127.0.0.1", "--port", str(_free_port()),
-           "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-           "--dashboard-agent-listen-port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
-           "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(100 * 1024 * 1024),
-           "--temp-dir", str(temp_dir)]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        _wait_http(f"{address}/api/jobs/", proc, log)
-        yield address
-    finally:
-        # `ray start --block` tears its own processes down on SIGTERM; anything left
-        # in the process group started above is then killed. Never `ray stop`.
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+    with start_head(_head_temp_dir(), log, token=TOKEN) as head:
+        yield head.dashboard
 
 
 @pytest.fixture(scope="module")
