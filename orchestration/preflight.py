@@ -203,29 +203,20 @@ def resource_problems(nodes: Sequence[Mapping[str, float]], bundle: Mapping[str,
 class PlacementWatchdog:
     """A Tune callback + stopper: stops the sweep when trials have waited for
     resources for `timeout_s` with none running (the cluster's totals fit a trial,
-    but something else holds them), instead of letting Tune wait forever."""
+    but something else holds them), instead of letting Tune wait forever.
+
+    The newest watchdog is the process's live one: the hooks (placement_hooks.py)
+    act on it, also after `Tuner.restore` brought back the hooks a first run saved."""
 
     def __init__(self, timeout_s: float) -> None:
-        from ray import tune
+        from orchestration import placement_hooks
 
         self.timeout_s = timeout_s
         self.fired = False
         self._since: float | None = None
-        watchdog = self
-
-        class _Callback(tune.Callback):
-            def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
-                watchdog.observe([str(t.status) for t in trials])
-
-        class _Stopper(tune.Stopper):
-            def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-                return False
-
-            def stop_all(self) -> bool:
-                return watchdog.fired
-
-        self.callback = _Callback()
-        self.stopper = _Stopper()
+        self.callback = placement_hooks.WatchdogCallback()
+        self.stopper = placement_hooks.WatchdogStopper()
+        placement_hooks.set_live(self)
 
     def observe(self, statuses: Sequence[str], now: float | None = None) -> None:
         """Record one controller step's trial statuses."""
