@@ -4,7 +4,8 @@ pydantic reports only the bound a value broke, and NaN breaks whichever bound is
 checked last: `label_ratio: .nan` reads "Input should be less than or equal to 1",
 which a user rightly takes to mean NaN is fine as long as it is small. Every bound
 error is therefore rewritten from the field's own constraints ("must be a number in
-(0, 1], got nan"); other errors keep pydantic's message.
+(0, 1], got nan", "must be a number > 0, got -1"); other errors keep pydantic's
+message.
 
 Used by rrn_core/config.py (`format_validation_error`) and orchestration/space.py
 where they turn a ValidationError into one line per field.
@@ -47,17 +48,19 @@ def field_info(model: type[BaseModel], loc: Sequence[str | int]) -> FieldInfo | 
 
 
 def interval(info: FieldInfo) -> str | None:
-    """The field's allowed range in interval notation, "(0, 1]" (None: it has no bound)."""
+    """The field's allowed range: "in (0, 1]" with two bounds, "> 0" with one
+    (None: it has no bound)."""
     bounds: dict[str, Any] = {}
     for item in info.metadata:
         for name in ("gt", "ge", "lt", "le"):
             if getattr(item, name, None) is not None:
                 bounds[name] = getattr(item, name)
-    if not bounds:
-        return None
-    low = f"({bounds['gt']:g}" if "gt" in bounds else f"[{bounds['ge']:g}" if "ge" in bounds else "(-inf"
-    high = f"{bounds['le']:g}]" if "le" in bounds else f"{bounds['lt']:g})" if "lt" in bounds else "inf)"
-    return f"{low}, {high}"
+    low = f"({bounds['gt']:g}" if "gt" in bounds else f"[{bounds['ge']:g}" if "ge" in bounds else None
+    high = f"{bounds['le']:g}]" if "le" in bounds else f"{bounds['lt']:g})" if "lt" in bounds else None
+    if low and high:
+        return f"in {low}, {high}"
+    signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return next((f"{signs[k]} {bounds[k]:g}" for k in signs if k in bounds), None)
 
 
 def _shown(value: Any) -> str:
@@ -73,4 +76,4 @@ def field_message(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     allowed = interval(info) if info is not None else None
     if allowed is None:
         return str(error["msg"])
-    return f"must be a number in {allowed}, got {_shown(error.get('input'))}"
+    return f"must be a number {allowed}, got {_shown(error.get('input'))}"

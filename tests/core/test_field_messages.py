@@ -20,6 +20,7 @@ def messages(tree: dict) -> dict[str, str]:
     ({"data": {"label_ratio": 1.5}}, "data.label_ratio", "must be a number in (0, 1], got 1.5"),
     ({"data": {"label_ratio": 0}}, "data.label_ratio", "must be a number in (0, 1], got 0"),
     ({"data": {"num_classes": 1}}, "data.num_classes", "must be a number in [2, 1024], got 1"),
+    ({"optim": {"lr": -1}}, "optim.lr", "must be a number > 0, got -1"),
 ])
 def test_bound_errors_state_the_whole_range(tree: dict, field: str, expected: str) -> None:
     assert messages(tree)[field] == expected
@@ -32,6 +33,6 @@ def test_other_errors_keep_pydantics_message() -> None:
 
 def test_field_lookup_follows_nested_and_optional_models() -> None:
     info = field_info(RunConfig, ("data", "label_ratio"))
-    assert info is not None and interval(info) == "(0, 1]"
+    assert info is not None and interval(info) == "in (0, 1]"
     assert field_info(RunConfig, ("data", "no_such_field")) is None
     assert field_info(RunConfig, ("data", "label_ratio", "deeper")) is None
