@@ -469,6 +469,8 @@ ROWS: list[Row] = [
                                      names=["--tracking-uri", "bogus"])),
     Row("sweep-tracking-sqlite-under-file", custom(_sweep_sqlite_under_file)),
     Row("sweep-relative-root-missing", custom(_sweep_relative_root_missing)),
+    Row("sweep-nan-ratio", sweep_space(space_with(fixed={"data.label_ratio": float("nan")}),
+                                       ["fixed.data.label_ratio"])),
     Row("sweep-ratio-1-cps", sweep_space(space_with(fixed={"data.label_ratio": 1.0}),
                                          ["method.name", "unlabeled"])),
     Row("sweep-mask-value", sweep_on(defect_mask_value)),
@@ -484,7 +486,13 @@ ROWS: list[Row] = [
                                      ["scaling", "CPU: 64"]), ray=True),
     Row("sweep-8-workers", sweep_space(space_with(scaling={"num_workers": 8}), ["scaling", "8 worker"]),
         ray=True),
-    # ---- rrn submit: secrets never go into a runtime env (Ray logs it in clear) ...
+    # ---- rrn submit: the space is checked here, before any upload ...
+    Row("submit-space-outside-working-dir", argv("submit", "{space}", "--working-dir", "{case}",
+                                                 "--address", "{dashboard}",
+                                                 names=["space.yaml", "inside the uploaded working directory"])),
+    Row("submit-bad-space", argv("submit", "{case}/none.yaml", "--working-dir", "{root}",
+                                 "--address", "{dashboard}", names=["none.yaml"])),
+    # ... secrets never go into a runtime env (Ray logs it in clear) ...
     Row("submit-forward-credentials", argv(*SUBMIT, "--forward-credentials", "--address", "{dashboard}",
                                            names=["--forward-credentials", "runtime env"])),
     Row("submit-secret-env", argv(*SUBMIT, "--env", "AWS_SECRET_ACCESS_KEY=hunter2-secret",
