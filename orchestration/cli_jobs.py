@@ -82,15 +82,13 @@ def submit_command(
     check: Annotated[bool, typer.Option(
         help="Before submitting, run a short check job proving the cluster's `python` can run rrn.")] = True,
     check_timeout: Annotated[float, typer.Option(
-        min=1, help="Seconds the check job may take (the working_dir upload included).")] = 180,
+        min=1, help="Seconds the check job may take (the working_dir upload included).")] = 180,  # jobs.CHECK_TIMEOUT_S
     dry_run: Annotated[bool, typer.Option(help="Validate and show the job, submit nothing.")] = False,
     entrypoint_command: Annotated[str, typer.Option(hidden=True)] = "sweep",
 ) -> None:
     """Submit a sweep to a Ray cluster as a Ray Job (idempotent per space + git commit)."""
-    from orchestration.jobs import JobsError, build_request, parse_env, resolve_address, submit
+    from orchestration.jobs import SECRETS_HINT, JobsError, build_request, parse_env, resolve_address, submit
     from orchestration.space import SpaceError
-
-    from orchestration.jobs import SECRETS_HINT
 
     if forward_credentials:
         _fail(f"--forward-credentials: {SECRETS_HINT}; AWS_REGION/AWS_DEFAULT_REGION are forwarded as before")

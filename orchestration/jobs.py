@@ -305,7 +305,10 @@ def _forget(client: JobSubmissionClient, sid: str, wait_s: float = 30, settle_s:
         else:
             gone_since = None
             try:
-                client.delete_job(sid) if status.is_terminal() else client.stop_job(sid)
+                if status.is_terminal():
+                    client.delete_job(sid)
+                else:
+                    client.stop_job(sid)
             except RuntimeError:
                 pass  # raced with the monitor: the next round sees the new state
         time.sleep(0.25)
