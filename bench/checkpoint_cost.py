@@ -43,7 +43,7 @@ from rrn_core.checkpoint import capture_rng_state, load_checkpoint, save_checkpo
 from rrn_core.checkpoint_writer import CheckpointWriter  # noqa: E402
 from rrn_core.config import load_config  # noqa: E402
 from rrn_core.loop import build_optimizers, model_state  # noqa: E402
-from rrn_core.methods import build_method  # noqa: E402
+from rrn_core.methods.build import build_method  # noqa: E402
 
 
 def loop_state(args: argparse.Namespace) -> dict:

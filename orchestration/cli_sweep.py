@@ -62,7 +62,8 @@ def _say(message: str) -> None:
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
-    from rrn_core.config import ConfigError, parse_override
+    from rrn_core.sections import ConfigError
+    from rrn_core.config import parse_override
 
     overrides: dict[str, Any] = {}
     for item in items:

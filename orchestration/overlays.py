@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rrn_core.config import IGNORE_INDEX
+from rrn_core.constants import IGNORE_INDEX
 
 #: Each panel is drawn at least this many pixels wide.
 MIN_PANEL_PX = 320

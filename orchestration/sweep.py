@@ -401,23 +401,33 @@ def _split_problems(resolved: ResolvedSpace, cfg: RunConfig, label: str) -> list
 
     if problem := split_problem(cfg):   # rrn_core's rule: semi-supervised needs unlabeled images
         return [f"{problem}   [grid point {label}]"]
-    d = cfg.data
-    unlabeled = unlabeled_count(cfg)
-    problems: list[str] = []
+    problem = warmup_problem(resolved, cfg, unlabeled_count(cfg))
+    return [f"{problem}   [grid point {label}]"] if problem else []
+
+
+def warmup_problem(resolved: ResolvedSpace, cfg: RunConfig, unlabeled: int) -> str | None:
+    """ASHA must not judge a method before its unlabeled terms start: its grace period
+    (in evaluations) must pass the method's own warm-up (`Method.warmup_iters`,
+    counted in the loop's epochs of this split's unlabeled set)."""
+    from rrn_core.methods.base import steps_per_epoch
+    from rrn_core.methods.table import method_class
+
     sch = resolved.space.scheduler
-    if sch.type == "asha" and cfg.method.name == "rrn" and cfg.method.warmup_epochs > 0 and unlabeled:
-        per_step = d.unlabeled_batch_size * resolved.space.scaling.num_workers
-        warmup_iters = cfg.method.warmup_epochs * max(1, unlabeled // per_step)
-        grace_iters = sch.grace_period * cfg.eval.every
-        if grace_iters <= warmup_iters:
-            problems.append(
-                f"scheduler.grace_period: {sch.grace_period} evaluations x eval.every {cfg.eval.every} "
-                f"= {grace_iters} iterations, but RRN's self-training starts after "
-                f"{warmup_iters:g} (method.warmup_epochs {cfg.method.warmup_epochs:g} x "
-                f"{unlabeled} unlabeled images / {per_step} per step): ASHA would stop RRN trials "
-                f"before their unlabeled losses begin; set grace_period to at least "
-                f"{int(warmup_iters // cfg.eval.every) + 1} (and max_t above it)   [grid point {label}]")
-    return problems
+    method = method_class(cfg.method.name)
+    if sch.type != "asha":
+        return None
+    d, workers = cfg.data, resolved.space.scaling.num_workers
+    images, batch = (unlabeled, d.unlabeled_batch_size) if method.uses_unlabeled else (0, d.batch_size)
+    epoch = steps_per_epoch(images, batch, workers)
+    warmup = method.warmup_iters(cfg.method, epoch)
+    grace = sch.grace_period * cfg.eval.every
+    if warmup <= 0 or grace > warmup:
+        return None
+    return (f"scheduler.grace_period: {sch.grace_period} evaluations x eval.every {cfg.eval.every} = "
+            f"{grace} iterations, but {cfg.method.name}'s unlabeled terms start after {warmup:g} "
+            f"(its warm-up over {images} unlabeled images, {batch * workers} per step): ASHA would stop "
+            f"{cfg.method.name} trials before they begin; set grace_period to at least "
+            f"{int(warmup // cfg.eval.every) + 1} (and max_t above it)")
 
 
 def _ray_storage(path: str, endpoint: str | None) -> tuple[str, Any]:

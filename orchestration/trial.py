@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from rrn_core.config import RunConfig, build_config
 from rrn_core.loop import TrainHooks
+from rrn_core.methods.table import DEFAULT_METHOD
 
 from orchestration.searcher import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, STEP_KEY,
                                     TOTAL_STEPS_KEY, WORLD_SIZE_KEY)
@@ -130,7 +131,7 @@ def trial_run_name(plan: TrialPlan, config: Mapping[str, Any], trial_id: str) ->
 
 def tree_method(tree: Mapping[str, Any]) -> str:
     """The method of a grid point's config tree (when `method.name` is not a grid axis)."""
-    return str((tree.get("method") or {}).get("name", "rrn"))
+    return str((tree.get("method") or {}).get("name", DEFAULT_METHOD))
 
 
 # --------------------------------------------------------------------------- hooks

@@ -163,7 +163,7 @@ def predict_command(
 
 
 def _branches_from_state(cfg, state, device):
-    from rrn_core.methods import build_method
+    from rrn_core.methods.build import build_method
     from rrn_core.loop import load_model_state
 
     from rrn_core.cli_errors import UserError

@@ -42,7 +42,7 @@ def user_errors(*extra: type[BaseException]) -> Iterator[None]:
     """Turn the errors a user can fix into `fail` (exit 2): ConfigError, DataError,
     UserError, CheckpointError, WeightsError, plus `extra` types."""
     from rrn_core.checkpoint import CheckpointError
-    from rrn_core.config import ConfigError
+    from rrn_core.sections import ConfigError
     from rrn_core.data.errors import DataError
     from rrn_core.models.weights import WeightsError
 

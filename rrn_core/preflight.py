@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from rrn_core.cli_errors import UserError
 from rrn_core.config import RunConfig
+from rrn_core.constants import CHECKPOINT_NAME
+from rrn_core.methods.table import method_class
 from rrn_core.paths import is_url
 
 DataScope = Literal["all", "val", "none"]
@@ -173,7 +175,7 @@ def split_problem(cfg: RunConfig) -> str | None:
         return str(err)
     except ValueError as err:
         return f"data: {err}"
-    if cfg.method.uses_unlabeled and unlabeled == 0:
+    if method_class(cfg.method.name).uses_unlabeled and unlabeled == 0:
         return (f"method.name: {cfg.method.name!r} needs unlabeled images but this split leaves "
                 "none (set data.label_ratio < 1 or data.label_count)")
     return None
@@ -236,10 +238,10 @@ def checkpoint_url(target: str) -> str:
         return target
     base = target.rstrip("/")
     if not is_url(base):
-        for candidate in (Path(base) / "last.pt", Path(base) / "checkpoints" / "last.pt"):
+        for candidate in (Path(base) / CHECKPOINT_NAME, Path(base) / "checkpoints" / CHECKPOINT_NAME):
             if candidate.is_file():
                 return str(candidate)
-    return f"{base}/last.pt"
+    return f"{base}/{CHECKPOINT_NAME}"
 
 
 def read_checkpoint(target: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -262,7 +264,7 @@ def read_checkpoint(target: str, storage_options: Mapping[str, Any] | None = Non
     missing = [k for k in ("config", "model") if k not in state]
     if missing:
         raise PreflightError(f"{url}: not an rrn checkpoint (no {', '.join(repr(m) for m in missing)} "
-                             "entry; rrn train writes checkpoints/last.pt)")
+                             f"entry; rrn train writes checkpoints/{CHECKPOINT_NAME})")
     if not isinstance(state["config"], dict):
         raise PreflightError(f"{url}: not an rrn checkpoint ('config' is not a mapping)")
     return state

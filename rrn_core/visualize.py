@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrn_core.config import IGNORE_INDEX
+from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.palette import voc_palette
 
 __all__ = ["colorize", "confusion_matrix_figure", "overlay", "side_by_side"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from rrn_core.config import DataConfig
+from rrn_core.sections import DataConfig
 from rrn_core.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset
 from rrn_core.data.errors import DataError
 from rrn_core.data.layout import Layout, Sample

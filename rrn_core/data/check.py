@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from rrn_core.config import DataConfig
+from rrn_core.sections import DataConfig
 from rrn_core.data.bundle import layout_for, resolve_class_names
 from rrn_core.data.errors import DataError
 from rrn_core.data.layout import Layout, Sample

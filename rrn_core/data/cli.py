@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from rrn_core.config import DataConfig
+    from rrn_core.sections import DataConfig
 
 app = typer.Typer(
     name="data",
@@ -53,7 +53,7 @@ def fail(message: str) -> typer.Exit:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix (bad config, bad data, bad option) into exit code 2."""
-    from rrn_core.config import ConfigError
+    from rrn_core.sections import ConfigError
     from rrn_core.data.errors import DataError
 
     try:
@@ -80,7 +80,8 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 def data_config(target: Path, layout: str | None, num_classes: int | None, mask_dir: str | None,
                 train_split: str | None, val_split: str | None) -> DataConfig:
     """A DataConfig from a run config file (its `data` section) or from a data root + options."""
-    from rrn_core.config import DataConfig, load_config
+    from rrn_core.sections import DataConfig
+    from rrn_core.config import load_config
 
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -203,7 +204,7 @@ def stats(
     import numpy as np
     from rich.table import Table
 
-    from rrn_core.config import IGNORE_INDEX
+    from rrn_core.constants import IGNORE_INDEX
     from rrn_core.data.bundle import dataset_fingerprint, layout_for, resolve_class_names
 
     with user_errors():

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rrn_core.config import IGNORE_INDEX, CutMixConfig
+from rrn_core.constants import IGNORE_INDEX
+from rrn_core.sections import CutMixConfig
 from rrn_core.data.layout import Layout, Sample
 from rrn_core.data.transforms import (
     cutmix_mask,

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rrn_core.config import ModelConfig
+from rrn_core.sections import ModelConfig
 from rrn_core.models.resnet import ResNet, build_resnet
 from rrn_core.models.weights import WeightsReport, load_backbone_weights
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rrn_core.config import ConfigError
+from rrn_core.sections import ConfigError
 from rrn_core.models.resnet import ResNet
 
 log = logging.getLogger(__name__)

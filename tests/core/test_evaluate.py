@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rrn_core.config import EvalConfig
+from rrn_core.sections import EvalConfig
 from rrn_core.evaluate import EvalResult, evaluate, predict_probs
 
 IGNORE = 255

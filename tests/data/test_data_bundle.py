@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from rrn_core.config import DataConfig
+from rrn_core.sections import DataConfig
 from rrn_core.data import build_datasets, dataset_fingerprint, split_hash
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rrn_core.config import DataConfig
+from rrn_core.sections import DataConfig
 from rrn_core.data import DataError, build_datasets, check_dataset
 from rrn_core.data.palette import save_mask_png
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rrn_core.config import ConfigError, ModelConfig
+from rrn_core.sections import ConfigError, ModelConfig
 from rrn_core.models import WeightsError, build_resnet, build_segmenter, load_backbone_weights
 
 
