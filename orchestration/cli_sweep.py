@@ -62,8 +62,8 @@ def _say(message: str) -> None:
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
-    from rrn_core.sections import ConfigError
     from rrn_core.config import parse_override
+    from rrn_core.sections import ConfigError
 
     overrides: dict[str, Any] = {}
     for item in items:
@@ -76,7 +76,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def _run(space_file: Path, options: Any, hint: str = "") -> None:
-    from orchestration.sweep import SweepError, run_sweep
+    from orchestration.prepare import SweepError
+    from orchestration.sweep import run_sweep
 
     try:
         outcome = run_sweep(space_file, options, say=_say)
@@ -97,8 +98,8 @@ def _print_outcome(outcome: Any) -> None:
     """The trial table at the end: run names as in MLflow, collapsed trials flagged."""
     from rich import box
 
+    from orchestration.names import RESULT_COLLAPSED
     from orchestration.naming import run_name
-    from orchestration.tags import RESULT_COLLAPSED
 
     table = Table(title=f"sweep {outcome.name}", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("trial", "run", "metric", "status"):
@@ -157,7 +158,7 @@ def register(app: typer.Typer) -> None:
         Everything is checked first (space, data set, existing results); on a problem
         the command exits with code 2 and nothing is written.
         """
-        from orchestration.sweep import SweepOptions
+        from orchestration.prepare import SweepOptions
 
         options = SweepOptions(address=address, resume=resume, max_concurrent=max_concurrent,
                                tracking_uri=tracking_uri, storage=storage, execution=execution.value,
@@ -179,8 +180,8 @@ def register(app: typer.Typer) -> None:
         labels, two learning rates each (12 short trials, 2 at a time)."""
         from rich.progress import Progress
 
+        from orchestration.prepare import SweepOptions
         from orchestration.storage import rrn_home
-        from orchestration.sweep import SweepOptions
         from rrn_core.data import DataError, generate_synthetic
 
         data = rrn_home() / "data" / "synth"

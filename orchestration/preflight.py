@@ -110,7 +110,7 @@ def metric_problem(metric: str, cfg: RunConfig, field: str = "metric") -> str | 
     occur), the collapse flag, or a train/ scalar of the last log window."""
     import numpy as np
 
-    from orchestration.tags import RESULT_COLLAPSED
+    from orchestration.names import RESULT_COLLAPSED
     from rrn_core.data.bundle import resolve_class_names
     from rrn_core.data.errors import DataError
     from rrn_core.evaluate import EvalResult

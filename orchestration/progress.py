@@ -28,9 +28,15 @@ from typing import Any
 
 from ray.tune import Callback
 
+from orchestration.names import (
+    FULLY_TRAINED,
+    GRID_KEY,
+    PARAMS_KEY,
+    RESULT_COLLAPSED,
+    STEP_KEY,
+    TOTAL_STEPS_KEY,
+)
 from orchestration.naming import run_name
-from orchestration.searcher import FULLY_TRAINED, GRID_KEY, PARAMS_KEY, STEP_KEY, TOTAL_STEPS_KEY
-from orchestration.tags import RESULT_COLLAPSED
 
 
 class _StatusLine:

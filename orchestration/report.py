@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,15 +16,13 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from orchestration.naming import axis_text, sanitize_metric_key
-from orchestration.storage import redact_text
 from orchestration.mlflow_store import (
     child_runs,
     find_runs_by_tags,
     resolve_tracking_uri,
     search_all_runs,
 )
-from orchestration.tags import (
+from orchestration.names import (
     ROLE_SWEEP,
     TAG_CHECKPOINT,
     TAG_COLLAPSED,
@@ -43,6 +40,8 @@ from orchestration.tags import (
     TAG_SWEEP,
     TAG_TRIAL_ID,
 )
+from orchestration.naming import axis_text, sanitize_metric_key
+from orchestration.storage import redact_text
 
 MIOU = "val/mIoU"
 DOMINANT_SHARE = "val/dominant_share"

@@ -25,7 +25,7 @@ from rrn_core.loop import TrainHooks
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from rrn_core.evaluate import EvalResult
 
-from orchestration.tags import TAG_RUN_KEY
+from orchestration.names import TAG_RUN_KEY
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -101,8 +101,8 @@ def _open_run_logger(cfg: RunConfig, tracking_uri: str | None, experiment: str) 
     from mlflow import MlflowClient
 
     from orchestration.mlflow_store import ensure_experiment, find_runs_by_tags, resolve_tracking_uri
+    from orchestration.names import ROLE_TRAIN, TAG_ROLE
     from orchestration.naming import config_run_name
-    from orchestration.tags import ROLE_TRAIN, TAG_ROLE
     from orchestration.tracking import RunLogger, config_tags
 
     uri = resolve_tracking_uri(tracking_uri)

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestration import storage
+from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI
 from rrn_core.config import METHOD_NAME_KEY, RunConfig, error_lines, rebase_method, set_dotted
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
 
@@ -48,10 +49,6 @@ SAMPLERS = {
     "bruteforce": "BruteForceSampler",
 }
 
-#: Environment overrides set by `rrn submit` (explicit flags beat the file).
-ENV_TRACKING_URI = "RRN_TRACKING_URI"
-ENV_STORAGE_PATH = "RRN_STORAGE_PATH"
-ENV_STORAGE_ENDPOINT = "RRN_STORAGE_ENDPOINT_URL"
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _MAX_REPORTED = 12

@@ -145,23 +145,15 @@ def credentials_kept_out_of_ray() -> Iterator[None]:
     """Keep AWS_* credentials out of the runtime_env Ray Tune gives each trial actor.
 
     Ray Tune copies AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens
-    from the driver's environment into every trainable's runtime_env
-    (ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE), and Ray's runtime-env
-    agent logs runtime envs at INFO into the session's world-readable log folder:
-    the secret ended up in clear on several lines of runtime_env_agent.log. Trials
-    do not need that copy: the embedded local Ray's workers inherit the driver's
-    environment, and a cluster's nodes carry their own credentials (deploy/).
-    Tune reads the set when it first builds a trial actor, so it is narrowed for
-    the duration of `Tuner.fit` and restored afterwards.
+    from the driver's environment into every trainable's runtime_env, and Ray's
+    runtime-env agent logs runtime envs at INFO into the session's world-readable log
+    folder: the secret ended up in clear on several lines of runtime_env_agent.log.
+    (How: orchestration/ray_compat.py.)
     """
-    from ray.tune.execution import class_cache
+    from orchestration.ray_compat import secrets_kept_out_of_trial_envs
 
-    names = {n for n in class_cache.ENV_VARS_TO_PROPAGATE if is_secret_key(n) or n.startswith("AWS_")}
-    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(names)
-    try:
+    with secrets_kept_out_of_trial_envs(is_secret_key):
         yield
-    finally:
-        class_cache.ENV_VARS_TO_PROPAGATE.update(names)
 
 
 _SECRET_WORDS = ("secret", "token", "password", "passwd", "credential", "authorization",

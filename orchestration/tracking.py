@@ -33,18 +33,8 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from orchestration.mlflow_store import (  # noqa: F401  (re-exported)
-    child_runs,
-    ensure_experiment,
-    find_runs_by_tags,
-    local_artifact_root,
-    resolve_tracking_uri,
-    search_all_runs,
-    sqlite_path,
-)
-from orchestration.storage import redact, redact_text
-from orchestration.ui_links import publish_view
-from orchestration.tags import (  # noqa: F401  (re-exported)
+from orchestration.mlflow_store import child_runs, ensure_experiment, find_runs_by_tags, resolve_tracking_uri
+from orchestration.names import (
     CONFIG_ARTIFACT,
     ROLE_SWEEP,
     ROLE_TRIAL,
@@ -77,8 +67,10 @@ from orchestration.tags import (  # noqa: F401  (re-exported)
     TAG_TRIAL_COUNT,
     TAG_TRIAL_ID,
 )
-from orchestration.naming import SWEEP_COLOR, method_color, sanitize_metric_key  # noqa: F401 (tests use it here)
+from orchestration.naming import SWEEP_COLOR, method_color, sanitize_metric_key
 from orchestration.params import portable_tree, run_params
+from orchestration.storage import redact, redact_text
+from orchestration.ui_links import publish_view
 from rrn_core.config import RunConfig
 from rrn_core.loop import TrainHooks
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from orchestration.tags import (
+from orchestration.names import (
     ROLE_SWEEP,
     TAG_COLLAPSED,
     TAG_LABEL_COUNT,

@@ -42,9 +42,9 @@ def user_errors(*extra: type[BaseException]) -> Iterator[None]:
     """Turn the errors a user can fix into `fail` (exit 2): ConfigError, DataError,
     UserError, CheckpointError, WeightsError, plus `extra` types."""
     from rrn_core.checkpoint import CheckpointError
-    from rrn_core.sections import ConfigError
     from rrn_core.data.errors import DataError
     from rrn_core.models.weights import WeightsError
+    from rrn_core.sections import ConfigError
 
     try:
         yield

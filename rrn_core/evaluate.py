@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from rrn_core.constants import IGNORE_INDEX
-from rrn_core.sections import EvalConfig
 from rrn_core.data.transforms import denormalize
+from rrn_core.sections import EvalConfig
 
 __all__ = ["COLLAPSE_SHARE", "EvalResult", "PredictionSample", "evaluate", "predict_probs"]
 

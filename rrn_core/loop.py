@@ -23,17 +23,16 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from rrn_core.checkpoint import (capture_rng_state, checkpoint_exists, load_checkpoint,
-                                 restore_rng_state)
+from rrn_core.checkpoint import capture_rng_state, checkpoint_exists, load_checkpoint, restore_rng_state
 from rrn_core.checkpoint_writer import CheckpointWriter
 from rrn_core.config import RunConfig
+from rrn_core.constants import CHECKPOINT_NAME
 from rrn_core.data.bundle import DataBundle, build_datasets
 from rrn_core.data.sampler import ResumableSampler
 from rrn_core.evaluate import EvalResult, evaluate
-from rrn_core.constants import CHECKPOINT_NAME
 from rrn_core.methods import Method, StepContext, StepOutput
-from rrn_core.methods.build import build_method
 from rrn_core.methods.base import steps_per_epoch, unwrap
+from rrn_core.methods.build import build_method
 
 RANK_SEED_STRIDE = 1_000_003  # a prime, so rank seeds never collide with nearby run seeds
 
@@ -441,8 +440,14 @@ class ConsoleProgress:
         self.bar = None
         if not enabled:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
         self.task = self.bar.add_task(f"{cfg.method.name}", total=cfg.optim.iters, completed=start, info="")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from rrn_core.sections import DataConfig
 from rrn_core.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset
 from rrn_core.data.errors import DataError
 from rrn_core.data.layout import Layout, Sample
@@ -29,6 +28,7 @@ from rrn_core.data.splits import (
     write_split,
     write_text_atomic,
 )
+from rrn_core.sections import DataConfig
 
 CLASSES_FILE = "classes.txt"
 

@@ -53,8 +53,8 @@ def fail(message: str) -> typer.Exit:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix (bad config, bad data, bad option) into exit code 2."""
-    from rrn_core.sections import ConfigError
     from rrn_core.data.errors import DataError
+    from rrn_core.sections import ConfigError
 
     try:
         yield
@@ -80,8 +80,8 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 def data_config(target: Path, layout: str | None, num_classes: int | None, mask_dir: str | None,
                 train_split: str | None, val_split: str | None) -> DataConfig:
     """A DataConfig from a run config file (its `data` section) or from a data root + options."""
-    from rrn_core.sections import DataConfig
     from rrn_core.config import load_config
+    from rrn_core.sections import DataConfig
 
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")

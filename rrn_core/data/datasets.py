@@ -20,7 +20,6 @@ import torch
 from torch.utils.data import Dataset
 
 from rrn_core.constants import IGNORE_INDEX
-from rrn_core.sections import CutMixConfig
 from rrn_core.data.layout import Layout, Sample
 from rrn_core.data.transforms import (
     cutmix_mask,
@@ -29,6 +28,7 @@ from rrn_core.data.transforms import (
     shared_geometry,
     strong_view,
 )
+from rrn_core.sections import CutMixConfig
 
 Key = int | tuple[int, int] | Sequence[int]
 

@@ -24,7 +24,6 @@ from torch import Tensor
 from rrn_core.constants import IGNORE_INDEX
 
 
-
 def per_pixel_ce(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """l_i = -log softmax(x_i)[y_i], and 0 where y_i = ignore_index.  [B,H,W] float32."""
     return F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index, reduction="none")

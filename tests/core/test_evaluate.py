@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rrn_core.sections import EvalConfig
 from rrn_core.evaluate import EvalResult, evaluate, predict_probs
+from rrn_core.sections import EvalConfig
 
 IGNORE = 255
 

@@ -29,7 +29,8 @@ from orchestration import cli_report
 from orchestration.naming import distinct_digits, run_name
 from orchestration.report import label_efficiency_data, summarize
 from orchestration.report_plots import label_efficiency_figure, label_efficiency_plot
-from orchestration.tracking import SweepTracker, TrialTracker, resolve_tracking_uri
+from orchestration.mlflow_store import resolve_tracking_uri
+from orchestration.tracking import SweepTracker, TrialTracker
 from rrn_core.evaluate import EvalResult, PredictionSample
 
 EXPERIMENT = "rep"

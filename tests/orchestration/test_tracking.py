@@ -11,17 +11,15 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
-from orchestration.naming import method_color
+from orchestration.names import TAG_CHECKPOINT, TAG_PARENT
+from orchestration.naming import method_color, sanitize_metric_key
 from orchestration.overlays import MIN_PANEL_PX
 from orchestration.tracking import (
-    TAG_CHECKPOINT,
-    TAG_PARENT,
     SweepTracker,
     TrialTracker,
     class_metric_keys,
-    resolve_tracking_uri,
-    sanitize_metric_key,
 )
+from orchestration.mlflow_store import resolve_tracking_uri
 from rrn_core.config import build_config
 from rrn_core.evaluate import EvalResult, PredictionSample
 
@@ -316,7 +314,7 @@ def test_credentials_never_reach_params_or_artifacts(tmp_path, store, client):
 
 
 def test_params_are_what_the_method_uses_and_nothing_machine_local(tmp_path, store, client):
-    from orchestration.tags import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND
+    from orchestration.names import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND
 
     space = make_space(tmp_path / "space", "params")
     sweep = SweepTracker(store, "exp-params", "params")
