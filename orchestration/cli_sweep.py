@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from rrn_core.cli_errors import err, fail, out, say
 
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
 #: The demo's data set: `rrn data synth`'s defaults, so an existing one is reused.
@@ -49,18 +47,6 @@ PlacementOpt = Annotated[Optional[float], typer.Option(
     "running before the sweep stops with an error (default 300).")]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    from rrn_core.cli_errors import fail
-
-    return fail(message, code)
-
-
-def _say(message: str) -> None:
-    from rrn_core.cli_errors import say
-
-    say(message)
-
-
 def _parse_sets(items: list[str]) -> dict[str, Any]:
     from rrn_core.config import parse_override
     from rrn_core.sections import ConfigError
@@ -70,7 +56,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
         try:
             key, value = parse_override(item)
         except ConfigError as e:
-            raise _fail(f"--set: {e}") from None
+            raise fail(f"--set: {e}") from None
         overrides[key] = value
     return overrides
 
@@ -80,17 +66,17 @@ def _run(space_file: Path, options: Any, hint: str = "") -> None:
     from orchestration.sweep import run_sweep
 
     try:
-        outcome = run_sweep(space_file, options, say=_say)
+        outcome = run_sweep(space_file, options, say=say)
     except SweepError as e:
-        raise _fail(f"{e}{hint}") from None
+        raise fail(f"{e}{hint}") from None
     except KeyboardInterrupt:
-        raise _fail("interrupted: run the same command with --resume to continue", 130) from None
+        raise fail("interrupted: run the same command with --resume to continue", 130) from None
     _print_outcome(outcome)
     if outcome.status == "KILLED":
-        raise _fail(f"sweep {outcome.name} stopped before all trials finished: "
+        raise fail(f"sweep {outcome.name} stopped before all trials finished: "
                     "run the same command with --resume to continue", 130)
     if outcome.failed:
-        raise _fail(f"{len(outcome.failed)} trial(s) failed (their errors are in "
+        raise fail(f"{len(outcome.failed)} trial(s) failed (their errors are in "
                     f"{outcome.experiment_path}); `--resume` restarts them", 1)
 
 
@@ -191,8 +177,8 @@ def register(app: typer.Typer) -> None:
                 generate_synthetic(data, **DEMO_DATA,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
         except (DataError, OSError) as e:
-            raise _fail(f"cannot prepare the demo data set: {e}") from None
-        _say(f"data set ready: {data}")
+            raise fail(f"cannot prepare the demo data set: {e}") from None
+        say(f"data set ready: {data}")
         options = SweepOptions(address=address, resume=resume, max_concurrent=max_concurrent,
                                overrides={"data.root": str(data)}, verbose=verbose)
         _run(DEMO_SPACE, options, hint="\n(demo: `rrn report demo` shows the finished one; "

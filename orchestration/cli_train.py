@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from rrn_core.cli_errors import console, user_errors
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
@@ -43,7 +42,6 @@ def train_command(
     from orchestration.preflight import tracking_problems
     from orchestration.run_tracking import standalone_hooks
     from rrn_core import cli as core
-    from rrn_core.cli_errors import user_errors
     from rrn_core.loop import TrainHooks, train
     from rrn_core.preflight import raise_problems
 

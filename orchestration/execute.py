@@ -27,13 +27,8 @@ from orchestration import ray_compat, storage
 from orchestration.gitinfo import git_state
 from orchestration.mlflow_store import child_runs, find_runs_by_tags, resolve_tracking_uri
 from orchestration.names import ROLE_SWEEP, TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID
-from orchestration.preflight import (
-    DEFAULT_PLACEMENT_TIMEOUT_S,
-    PlacementWatchdog,
-    alive_nodes,
-    describe_cluster,
-    resource_problems,
-)
+from orchestration.preflight import (DEFAULT_PLACEMENT_TIMEOUT_S, PlacementWatchdog, alive_nodes,
+                                     describe_cluster, resource_problems)
 from orchestration.prepare import PreparedSweep, Say, SweepError, SweepOptions, space_fingerprint
 from orchestration.progress import SweepProgress
 from orchestration.results import SweepOutcome, read_outcome

@@ -22,6 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import numpy as np
+import ray
+from mlflow import MlflowClient
+from ray import tune
+
+from orchestration import storage
+from orchestration.names import RESULT_COLLAPSED
+from orchestration.storage import redact_text
+from rrn_core.data.bundle import resolve_class_names
+from rrn_core.data.errors import DataError
+from rrn_core.evaluate import EvalResult
 from rrn_core.preflight import writable_dir_problem, writable_file_problem
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -40,8 +51,6 @@ DEFAULT_PLACEMENT_TIMEOUT_S = 300.0
 
 def tracking_problems(uri: str, field: str) -> list[str]:
     """Why MLflow could not open or write the store `uri` (empty: it can)."""
-    from orchestration.storage import redact_text
-
     shown = redact_text(uri)
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower().split("+", 1)[0]
@@ -67,10 +76,6 @@ def tracking_problems(uri: str, field: str) -> list[str]:
 
 def _server_problem(uri: str) -> str | None:
     """A tracking server must answer before anything starts (each trial would fail alone)."""
-    from mlflow import MlflowClient
-
-    from orchestration.storage import redact_text
-
     names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
     saved = {k: os.environ.get(k) for k in names}
     os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
@@ -94,8 +99,6 @@ def _server_problem(uri: str) -> str | None:
 def storage_problems(path: str, field: str) -> list[str]:
     """A local Ray storage folder must be creatable and writable (remote stores are
     read by the sweep's existing-results check, which names them on failure)."""
-    from orchestration import storage
-
     if storage.is_remote(path):
         return []
     return [p for p in [writable_dir_problem(path, field)] if p]
@@ -108,13 +111,6 @@ def metric_problem(metric: str, cfg: RunConfig, field: str = "metric") -> str | 
     """The objective must be a value every evaluation reports: the val metrics of
     rrn_core's EvalResult (per-class IoU left out: absent where a class does not
     occur), the collapse flag, or a train/ scalar of the last log window."""
-    import numpy as np
-
-    from orchestration.names import RESULT_COLLAPSED
-    from rrn_core.data.bundle import resolve_class_names
-    from rrn_core.data.errors import DataError
-    from rrn_core.evaluate import EvalResult
-
     try:
         names = resolve_class_names(cfg.data)
     except DataError:
@@ -137,8 +133,6 @@ def metric_problem(metric: str, cfg: RunConfig, field: str = "metric") -> str | 
 
 def alive_nodes() -> list[dict[str, float]]:
     """Each alive node's resource totals (Ray must be connected)."""
-    import ray
-
     return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
 
 
@@ -188,8 +182,6 @@ class PlacementWatchdog:
     but something else holds them), instead of letting Tune wait forever."""
 
     def __init__(self, timeout_s: float) -> None:
-        from ray import tune
-
         self.timeout_s = timeout_s
         self.fired = False
         self._since: float | None = None

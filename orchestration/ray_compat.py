@@ -34,6 +34,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.fs
+from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+from ray.tune.execution import class_cache
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
     import pandas as pd
@@ -49,8 +53,6 @@ SEARCHER_STATE_PREFIX = "searcher-state-"
 
 def worker_group_start_timeout_env() -> str:
     """The env var bounding Ray Train V2's wait for a trial's worker group (seconds)."""
-    from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
-
     return WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
 
 
@@ -70,8 +72,6 @@ def result_trials(results: ResultGrid) -> tuple[list[Trial], dict[str, pd.DataFr
 def trial_states(fs: pyarrow.fs.FileSystem, folder: str) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
     """(trial state, run metadata) per trial from the newest experiment state in
     `folder`; None when there is none or it cannot be read."""
-    import pyarrow.fs
-
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(folder))
         states = sorted(i.path for i in infos if Path(i.path).name.startswith(EXPERIMENT_STATE_PREFIX)
@@ -90,8 +90,6 @@ def newest_searcher_state(fs: pyarrow.fs.FileSystem, folder: str) -> bytes | Non
 
     Newest by the session timestamp in the name: a resumed Tune re-uploads the whole
     experiment folder, so every session's file gets the same fresh mtime."""
-    import pyarrow.fs
-
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(folder))
     except (FileNotFoundError, OSError):
@@ -126,8 +124,6 @@ def secrets_kept_out_of_trial_envs(is_secret: Any) -> Iterator[None]:
     embedded local Ray's workers inherit the driver's environment, and a cluster's
     nodes carry their own credentials (deploy/).
     """
-    from ray.tune.execution import class_cache
-
     names = {n for n in class_cache.ENV_VARS_TO_PROPAGATE if is_secret(n) or n.startswith("AWS_")}
     class_cache.ENV_VARS_TO_PROPAGATE.difference_update(names)
     try:

@@ -16,14 +16,8 @@ from typing import Any
 
 import torch.distributed as dist
 
-from orchestration.names import (
-    FULLY_TRAINED,
-    RESULT_COLLAPSED,
-    STEP_KEY,
-    TAG_CHECKPOINT,
-    TOTAL_STEPS_KEY,
-    WORLD_SIZE_KEY,
-)
+from orchestration.names import (FULLY_TRAINED, RESULT_COLLAPSED, STEP_KEY, TAG_CHECKPOINT, TOTAL_STEPS_KEY,
+                                 WORLD_SIZE_KEY)
 from rrn_core.loop import TrainHooks
 
 #: Fault injection for tests: SIGKILL this process once when the loop logs this step

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.fs
+
 from orchestration import ray_compat
 from orchestration.names import FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, STEP_KEY
+from orchestration.searcher import GridSearcher
 from orchestration.storage import ray_storage
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -38,8 +41,6 @@ class ExperimentPlace:
 
     def filesystem(self) -> tuple[Any, str]:
         """(pyarrow filesystem, the experiment folder on it)."""
-        import pyarrow.fs
-
         path, fs = ray_storage(self.storage_path, self.endpoint_url)
         return fs or pyarrow.fs.LocalFileSystem(), f"{path}/{self.name}"
 
@@ -122,8 +123,6 @@ def finished_trials(where: ExperimentPlace) -> int:
 
 def load_searcher(where: ExperimentPlace) -> GridSearcher | None:
     """The searcher as Tune last saved it in the experiment folder (None if absent)."""
-    from orchestration.searcher import GridSearcher
-
     fs, folder = where.filesystem()
     state = ray_compat.newest_searcher_state(fs, folder)
     if state is None:

@@ -22,7 +22,9 @@ from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
+import optuna
 import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestration import storage
@@ -363,8 +365,6 @@ class ResolvedSpace:
 
 def to_optuna_distributions(search: Mapping[str, Distribution]) -> dict[str, optuna.distributions.BaseDistribution]:
     """Optuna distributions for OptunaSearch(space=...), keyed by the dotted field names."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     out: dict[str, optuna.distributions.BaseDistribution] = {}
     for key, d in search.items():
         if d.type == "choice":
@@ -381,8 +381,6 @@ def to_optuna_distributions(search: Mapping[str, Distribution]) -> dict[str, opt
 
 def build_sampler(search_alg: SearchAlgConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler the space names; `seed` overrides search_alg.seed."""
-    import optuna
-
     cls = getattr(optuna.samplers, SAMPLERS[search_alg.sampler])
     kwargs = dict(search_alg.options)
     chosen = search_alg.seed if seed is None else seed
@@ -569,8 +567,6 @@ def _static_errors(space: SweepSpace) -> list[str]:
 
 
 def _sampler_params(sampler: str) -> set[str]:
-    import optuna
-
     params = inspect.signature(getattr(optuna.samplers, SAMPLERS[sampler])).parameters
     return {name for name in params if name != "seed"}
 

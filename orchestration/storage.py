@@ -24,6 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import fsspec
+import pyarrow.fs
+import s3fs
+
+from orchestration.ray_compat import secrets_kept_out_of_trial_envs
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import fsspec
     import pyarrow.fs
@@ -104,8 +110,6 @@ def open_fs(url: str, endpoint_url: str | None = None) -> tuple[fsspec.AbstractF
     S3 URLs get `storage_options(endpoint_url)`; other schemes use fsspec's
     defaults (their own credential chains). Local paths come back absolute.
     """
-    import fsspec
-
     if not is_remote(url):
         return fsspec.filesystem("file"), _local_path(url)
     options = storage_options(endpoint_url) if is_s3(url) else {}
@@ -127,12 +131,10 @@ def ray_storage(path: str, endpoint_url: str | None = None) -> tuple[str, pyarro
     """
     if not is_remote(path):
         return _local_path(path), None
-    import pyarrow.fs
 
     if not is_s3(path):
         fs, inner = open_fs(path, endpoint_url)
         return inner.rstrip("/"), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
-    import s3fs
 
     secret = set(CREDENTIAL_ENV.values())
     options = {k: v for k, v in storage_options(endpoint_url).items() if k not in secret}
@@ -150,8 +152,6 @@ def credentials_kept_out_of_ray() -> Iterator[None]:
     folder: the secret ended up in clear on several lines of runtime_env_agent.log.
     (How: orchestration/ray_compat.py.)
     """
-    from orchestration.ray_compat import secrets_kept_out_of_trial_envs
-
     with secrets_kept_out_of_trial_envs(is_secret_key):
         yield
 

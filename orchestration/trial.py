@@ -36,13 +36,7 @@ from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestration import storage
-from orchestration.names import (
-    GRID_KEY,
-    PARAMS_KEY,
-    POINT_KEY,
-    TAG_EXECUTION,
-    TAG_GRID_POINT,
-)
+from orchestration.names import GRID_KEY, PARAMS_KEY, POINT_KEY, TAG_EXECUTION, TAG_GRID_POINT
 from orchestration.naming import run_name
 from orchestration.report_hooks import ReportHooks
 from orchestration.tracking import TrialTracker

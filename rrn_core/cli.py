@@ -6,11 +6,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from rrn_core.cli_errors import fail, user_errors
-
-console = Console(stderr=True, soft_wrap=True)
+from rrn_core.cli_errors import console, fail, out, user_errors
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
@@ -187,7 +184,7 @@ def _print_eval(result) -> None:
     table.add_column("IoU", justify="right")
     for name, iou in zip(result.class_names, result.per_class_iou):
         table.add_row(name, "-" if math.isnan(iou) else f"{iou:.4f}")
-    Console().print(table)
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,15 +19,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from rrn_core.methods.table import DEFAULT_METHOD, METHODS, MethodConfig, default_method_config
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
-from rrn_core.sections import (
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    ModelConfig,
-    OptimConfig,
-    RuntimeConfig,
-    StrictModel,
-)
+from rrn_core.sections import (ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RuntimeConfig,
+                               StrictModel)
 
 METHOD_NAME_KEY = "method.name"
 

@@ -11,6 +11,7 @@ here knows about Ray.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 import warnings
@@ -20,6 +21,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -90,7 +93,6 @@ class DistInfo:
 
 def dist_info() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
-        import os
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     return DistInfo()
 
@@ -440,14 +442,6 @@ class ConsoleProgress:
         self.bar = None
         if not enabled:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
         self.task = self.bar.add_task(f"{cfg.method.name}", total=cfg.optim.iters, completed=start, info="")

@@ -15,13 +15,24 @@ store, Ray storage, cluster resources, objective metric) on top of this.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Literal
 
+import fsspec
+import torch
+
+from rrn_core.checkpoint import CheckpointError, CheckpointNotFoundError, load_checkpoint
 from rrn_core.cli_errors import UserError
 from rrn_core.config import RunConfig
 from rrn_core.constants import CHECKPOINT_NAME
+from rrn_core.data.bundle import layout_for
+from rrn_core.data.check import check_dataset
+from rrn_core.data.errors import DataError
+from rrn_core.data.splits import labeled_size
 from rrn_core.methods.table import method_class
 from rrn_core.paths import is_url
 
@@ -92,11 +103,6 @@ def _quick_options(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
 
 def remote_problem(url: str, options: Mapping[str, Any], field: str) -> str | None:
     """Why the remote location `url` cannot be used (None: its bucket/root answers)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures import TimeoutError as FutureTimeout
-
-    import fsspec
-
     def probe() -> None:
         fs, path = fsspec.core.url_to_fs(url, **_quick_options(url, options))
         root = path.strip("/").split("/", 1)[0]
@@ -118,8 +124,6 @@ def remote_problem(url: str, options: Mapping[str, Any], field: str) -> str | No
 
 
 def _redact(text: str) -> str:
-    import re
-
     return re.sub(r"(://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
 
 
@@ -135,8 +139,6 @@ def output_problem(url: str, options: Mapping[str, Any], field: str) -> str | No
 
 def device_problem(device: str) -> str | None:
     """runtime.device: cuda needs a CUDA device on this machine."""
-    import torch
-
     if device == "cuda" and not torch.cuda.is_available():
         return "runtime.device: 'cuda' but this machine has no CUDA device (use auto or cpu)"
     return None
@@ -152,9 +154,6 @@ def pretrained_problem(cfg: RunConfig) -> str | None:
 
 def unlabeled_count(cfg: RunConfig) -> int:
     """How many unlabeled images the run's split gives, computed without writing it."""
-    from rrn_core.data.bundle import layout_for
-    from rrn_core.data.splits import labeled_size
-
     d = cfg.data
     layout = layout_for(d)
     if d.labeled_split is not None:
@@ -167,8 +166,6 @@ def unlabeled_count(cfg: RunConfig) -> int:
 
 def split_problem(cfg: RunConfig) -> str | None:
     """A semi-supervised method on a split without unlabeled images cannot train."""
-    from rrn_core.data.errors import DataError
-
     try:
         unlabeled = unlabeled_count(cfg)
     except DataError as err:
@@ -184,9 +181,6 @@ def split_problem(cfg: RunConfig) -> str | None:
 def data_problems(cfg: RunConfig, scope: DataScope = "all") -> list[str]:
     """Every problem of the files the run reads: the same scan as `rrn data check`
     (the unlabeled part included, whatever the method), then the split sizes."""
-    from rrn_core.data.check import check_dataset
-    from rrn_core.data.errors import DataError
-
     if scope == "none":
         return []
     root = Path(cfg.data.root)
@@ -246,8 +240,6 @@ def checkpoint_url(target: str) -> str:
 
 def read_checkpoint(target: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint's state, or a PreflightError naming the file and what is wrong."""
-    from rrn_core.checkpoint import CheckpointError, CheckpointNotFoundError, load_checkpoint
-
     url = checkpoint_url(target)
     try:
         state = load_checkpoint(url, dict(storage_options or {}))

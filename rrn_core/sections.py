@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rrn_core.errors import UserError
+
 
 class StrictModel(BaseModel):
     """Unknown keys are errors, and so are assignments that break a field's range."""
@@ -129,5 +131,5 @@ class RuntimeConfig(StrictModel):
     progress: bool = True
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that cannot run; the message names the file and field."""

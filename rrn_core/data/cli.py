@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
+
+from rrn_core import cli_errors
+from rrn_core.cli_errors import cli_app, err, fail, out
 
 if TYPE_CHECKING:
     from rrn_core.sections import DataConfig
 
-app = typer.Typer(
-    name="data",
-    help="Data sets: generate the synthetic set, draw labeled/unlabeled splits, "
-    "check a data set before a sweep.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-out = Console()
-err = Console(stderr=True)
+app = cli_app("data", "Data sets: generate the synthetic set, draw labeled/unlabeled splits, "
+              "check a data set before a sweep.")
 
 LAYOUTS = ("voc", "cityscapes")
 LayoutOpt = Annotated[Optional[str], typer.Option(
@@ -44,22 +38,10 @@ ValSplitOpt = Annotated[Optional[str], typer.Option(
     "--val-split", help="Val split file (relative to ROOT unless absolute).")]
 
 
-def fail(message: str) -> typer.Exit:
-    from rrn_core.cli_errors import fail as shared_fail
-
-    return shared_fail(message)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix (bad config, bad data, bad option) into exit code 2."""
-    from rrn_core.data.errors import DataError
-    from rrn_core.sections import ConfigError
-
-    try:
-        yield
-    except (DataError, ConfigError, ValueError, OSError) as e:
-        raise fail(str(e)) from None
+def user_errors() -> AbstractContextManager[None]:
+    """The shared contract (exit 2), plus the data commands' own option errors
+    (ValueError) and unreadable paths (OSError)."""
+    return cli_errors.user_errors(ValueError, OSError)
 
 
 @contextmanager

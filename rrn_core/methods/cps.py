@@ -13,17 +13,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from rrn_core.methods.base import (
-    Batch,
-    Method,
-    SemiSupervisedSettings,
-    StepContext,
-    StepOutput,
-    cutmix,
-    mixed_pseudo_labels,
-    split_logits,
-    unsup_weight,
-)
+from rrn_core.methods.base import (Batch, Method, SemiSupervisedSettings, StepContext, StepOutput, cutmix,
+                                   mixed_pseudo_labels, split_logits, unsup_weight)
 from rrn_core.methods.losses import ce_loss, cps_loss
 from rrn_core.methods.signals import pseudo_label_accuracy
 

@@ -19,16 +19,8 @@ import torch
 from pydantic import Field
 
 from rrn_core.constants import IGNORE_INDEX
-from rrn_core.methods.base import (
-    Batch,
-    Method,
-    SemiSupervisedSettings,
-    StepContext,
-    StepOutput,
-    cutmix,
-    split_logits,
-    unsup_weight,
-)
+from rrn_core.methods.base import (Batch, Method, SemiSupervisedSettings, StepContext, StepOutput, cutmix,
+                                   split_logits, unsup_weight)
 from rrn_core.methods.losses import ce_loss, confidence_masked_ce
 from rrn_core.methods.signals import pseudo_label_accuracy
 

@@ -23,33 +23,13 @@ from torch import Tensor, nn
 
 from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.transforms import denormalize
-from rrn_core.methods.base import (
-    Batch,
-    Method,
-    MethodSettings,
-    StepContext,
-    StepOutput,
-    softmax,
-    unsup_weight,
-    unwrap,
-)
+from rrn_core.methods.base import (Batch, Method, MethodSettings, StepContext, StepOutput, softmax,
+                                   unsup_weight, unwrap)
 from rrn_core.methods.cps import CPSConfig, CPSTerms, cps_terms
-from rrn_core.methods.losses import (
-    discriminator_bce,
-    dynamic_region_loss,
-    effective_region_fraction,
-    feature_matching_loss,
-    linear_rampup,
-    local_selection_loss,
-    one_hot,
-    per_region_ce,
-    region_accuracy_bce,
-    region_agreement,
-    region_reliability,
-    region_scores_to_pixels,
-    threshold_regions,
-    top_fraction_regions,
-)
+from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss, effective_region_fraction,
+                                     feature_matching_loss, linear_rampup, local_selection_loss, one_hot,
+                                     per_region_ce, region_accuracy_bce, region_agreement, region_reliability,
+                                     region_scores_to_pixels, threshold_regions, top_fraction_regions)
 from rrn_core.methods.signals import critic_auroc, pseudo_label_accuracy, region_accuracy
 from rrn_core.models.discriminator import DiscriminatorConfig, build_discriminator
 

@@ -11,15 +11,8 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from orchestration.names import (
-    FULLY_TRAINED,
-    GRID_KEY,
-    PARAMS_KEY,
-    POINT_KEY,
-    RESULT_COLLAPSED,
-    STEP_KEY,
-    TOTAL_STEPS_KEY,
-)
+from orchestration.names import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, RESULT_COLLAPSED, STEP_KEY,
+                                 TOTAL_STEPS_KEY)
 from orchestration.naming import config_run_name, distinct_digits, ratio_text, run_name
 from orchestration.progress import SweepProgress
 from orchestration.searcher import point_seed

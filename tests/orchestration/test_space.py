@@ -13,12 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestration import cli_space
-from orchestration.space import (
-    SpaceError,
-    build_sampler,
-    load_space,
-    to_optuna_distributions,
-)
+from orchestration.space import SpaceError, build_sampler, load_space, to_optuna_distributions
 from rrn_core.config import RunConfig
 from rrn_core.methods.rrn import RRNConfig
 

@@ -23,16 +23,8 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from orchestration import cli_sweep
-from orchestration.names import (
-    FULLY_TRAINED,
-    GRID_KEY,
-    PARAMS_KEY,
-    POINT_KEY,
-    TAG_PARENT,
-    TAG_ROLE,
-    TAG_SPLIT_HASH_PREFIX,
-    TAG_SWEEP,
-)
+from orchestration.names import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, TAG_PARENT, TAG_ROLE,
+                                 TAG_SPLIT_HASH_PREFIX, TAG_SWEEP)
 from orchestration.searcher import GridSearcher, PerPointScheduler
 from orchestration.sweep import run_sweep
 from orchestration.prepare import SweepError, SweepOptions
