@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from rrn_core.config import RunConfig
+from rrn_core.config import build_config
 from rrn_core.loop import apply_step, build_optimizers
-from rrn_core.methods import StepContext, build_method
+from rrn_core.methods import StepContext
+from rrn_core.methods.build import build_method
 
 
 def make_batch(b: int, crop: int, num_classes: int) -> dict:
@@ -38,12 +39,12 @@ def make_batch(b: int, crop: int, num_classes: int) -> dict:
 
 
 def time_method(name: str, args: argparse.Namespace, device: torch.device) -> list[float]:
-    cfg = RunConfig.model_validate({
+    cfg = build_config({
         "data": {"root": "unused", "num_classes": args.classes, "crop_size": args.crop},
         "model": {"backbone": args.backbone, "base_width": args.width, "deep_stem": False},
-        "method": {"name": name, "warmup_epochs": 0,
+        "method": {"name": "rrn", "warmup_epochs": 0,   # RRN's section; other methods keep their share
                    "discriminator": {"regions_per_side": args.regions}},
-    })
+    }, {"method.name": name})
     method = build_method(cfg, args.classes).to(device).train()
     seg_opt, disc_opt = build_optimizers(method, cfg)
     batch = {k: {kk: v.to(device) for kk, v in d.items()}

@@ -32,7 +32,7 @@ def _fail(message: str) -> typer.Exit:
 
 def _env_tracking_uri() -> str | None:
     """The store sweeps use when no space file names one (same order as ResolvedSpace)."""
-    from orchestration.space import ENV_TRACKING_URI
+    from orchestration.names import ENV_TRACKING_URI
 
     return os.environ.get(ENV_TRACKING_URI) or os.environ.get("MLFLOW_TRACKING_URI") or None
 

@@ -33,7 +33,8 @@ import yaml
 
 from orchestration import storage
 from orchestration.gitinfo import git_state
-from orchestration.space import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, ResolvedSpace, load_space
+from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI
+from orchestration.space import ResolvedSpace, load_space
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient

@@ -19,9 +19,19 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+import numpy as np
+import ray
+from mlflow import MlflowClient
+
+from orchestration import placement_hooks, storage
+from orchestration.names import RESULT_COLLAPSED
+from orchestration.storage import redact_text
+from rrn_core.data.bundle import resolve_class_names
+from rrn_core.data.errors import DataError
+from rrn_core.evaluate import EvalResult
 from rrn_core.preflight import writable_dir_problem, writable_file_problem
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -47,8 +57,6 @@ def _tracking_scheme(uri: str) -> str:
 def tracking_scheme_problem(uri: str, field: str) -> str | None:
     """An unknown store scheme, said before MLflow is asked: MLflow answers one with a
     traceback (a server it starts dies with one too: `rrn ui --tracking-uri bogus://x`)."""
-    from orchestration.storage import redact_text
-
     scheme = _tracking_scheme(uri)
     if scheme == "" or scheme in TRACKING_SCHEMES:
         return None
@@ -58,8 +66,6 @@ def tracking_scheme_problem(uri: str, field: str) -> str | None:
 
 def tracking_problems(uri: str, field: str) -> list[str]:
     """Why MLflow could not open or write the store `uri` (empty: it can)."""
-    from orchestration.storage import redact_text
-
     shown = redact_text(uri)
     parsed = urlparse(uri)
     scheme = _tracking_scheme(uri)
@@ -85,10 +91,6 @@ def tracking_problems(uri: str, field: str) -> list[str]:
 
 def _server_problem(uri: str) -> str | None:
     """A tracking server must answer before anything starts (each trial would fail alone)."""
-    from mlflow import MlflowClient
-
-    from orchestration.storage import redact_text
-
     names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
     saved = {k: os.environ.get(k) for k in names}
     os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
@@ -112,8 +114,6 @@ def _server_problem(uri: str) -> str | None:
 def storage_problems(path: str, field: str) -> list[str]:
     """A local Ray storage folder must be creatable and writable (remote stores are
     read by the sweep's existing-results check, which names them on failure)."""
-    from orchestration import storage
-
     if storage.is_remote(path):
         return []
     return [p for p in [writable_dir_problem(path, field)] if p]
@@ -126,13 +126,6 @@ def metric_problem(metric: str, cfg: RunConfig, field: str = "metric") -> str | 
     """The objective must be a value every evaluation reports: the val metrics of
     rrn_core's EvalResult (per-class IoU left out: absent where a class does not
     occur), the collapse flag, or a train/ scalar of the last log window."""
-    import numpy as np
-
-    from orchestration.tags import RESULT_COLLAPSED
-    from rrn_core.data.bundle import resolve_class_names
-    from rrn_core.data.errors import DataError
-    from rrn_core.evaluate import EvalResult
-
     try:
         names = resolve_class_names(cfg.data)
     except DataError:
@@ -155,8 +148,6 @@ def metric_problem(metric: str, cfg: RunConfig, field: str = "metric") -> str | 
 
 def alive_nodes() -> list[dict[str, float]]:
     """Each alive node's resource totals (Ray must be connected)."""
-    import ray
-
     return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
 
 
@@ -209,8 +200,6 @@ class PlacementWatchdog:
     act on it, also after `Tuner.restore` brought back the hooks a first run saved."""
 
     def __init__(self, timeout_s: float) -> None:
-        from orchestration import placement_hooks
-
         self.timeout_s = timeout_s
         self.fired = False
         self._since: float | None = None

@@ -14,13 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.report_format import (
-    collapse_note,
-    group_display,
-    report_markdown,
-    to_csv,
-    trial_display,
-)
+from orchestration.report_format import collapse_note, group_display, report_markdown, to_csv, trial_display
 from orchestration.report_plots import class_iou_plot, label_efficiency_plot
 
 _CSS = """

@@ -22,17 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from orchestration.tags import (
-    ROLE_SWEEP,
-    TAG_COLLAPSED,
-    TAG_LABEL_COUNT,
-    TAG_LABEL_RATIO,
-    TAG_METHOD,
-    TAG_ROLE,
-    TAG_SEED,
-    TAG_SHARED_VIEW_PREFIX,
-    TAG_SWEEP,
-)
+from mlflow import MlflowClient
+
+from orchestration.mlflow_store import find_runs_by_tags
+from orchestration.names import (ROLE_SWEEP, TAG_COLLAPSED, TAG_LABEL_COUNT, TAG_LABEL_RATIO, TAG_METHOD,
+                                 TAG_ROLE, TAG_SEED, TAG_SHARED_VIEW_PREFIX, TAG_SWEEP)
 
 #: The UI's model-training (not GenAI) mode, as its own URLs spell it.
 WORKFLOW_TRAINING = "machine_learning"
@@ -114,10 +108,6 @@ class SweepLinks:
 def find_links(tracking_uri: str, experiment: str, sweep: str | None) -> SweepLinks | None:
     """The experiment and the sweep's newest parent run (the newest sweep when `sweep` is
     None); None when the store has no such experiment yet."""
-    from mlflow import MlflowClient
-
-    from orchestration.mlflow_store import find_runs_by_tags
-
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:

@@ -15,22 +15,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from rrn_core.config import IGNORE_INDEX
+from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.transforms import denormalize
-from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput, softmax, unsup_weight,
-                                   unwrap)
-from rrn_core.methods.cps import CPSTerms, cps_terms
+from rrn_core.methods.base import (Batch, Method, MethodSettings, StepContext, StepOutput, softmax,
+                                   unsup_weight, unwrap)
+from rrn_core.methods.cps import CPSConfig, CPSTerms, cps_terms
 from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss, effective_region_fraction,
-                                     feature_matching_loss, linear_rampup,
-                                     local_selection_loss, one_hot, per_region_ce,
-                                     region_accuracy_bce, region_agreement, region_reliability,
-                                     region_scores_to_pixels, threshold_regions,
-                                     top_fraction_regions)
+                                     feature_matching_loss, linear_rampup, local_selection_loss, one_hot,
+                                     per_region_ce, region_accuracy_bce, region_agreement, region_reliability,
+                                     region_scores_to_pixels, threshold_regions, top_fraction_regions)
 from rrn_core.methods.signals import critic_auroc, pseudo_label_accuracy, region_accuracy
+from rrn_core.models.discriminator import DiscriminatorConfig, build_discriminator
 
 # The critic_auroc signal's definition of a good region: pseudo-labels right on >= 90 %.
 GOOD_REGION_ACCURACY = 0.9
@@ -63,7 +64,57 @@ def evaluating(modules: Sequence[nn.Module]) -> Iterator[None]:
             m.train(mode)
 
 
+class RRNConfig(CPSConfig):
+    """CPS's settings plus the critics, the selection terms and the region weights."""
+
+    name: Literal["rrn"] = "rrn"  # type: ignore[assignment]
+    w_select: float = Field(1.0, ge=0.0)
+    w_drl: float = Field(1.0, ge=0.0, le=1.0)  # final share of the region-weighted CPS loss
+    w_fm: float = Field(0.1, ge=0.0)
+    tau_region: float = Field(0.6, ge=0.0, le=1.0)
+    # Which regions a critic trusts: "threshold" (the release: score > tau_region) or
+    # "top_fraction" (ours: the best-scored keep_fraction of the batch's regions), for
+    # critics whose scores for every prediction collapse below any fixed tau.
+    region_rule: Literal["threshold", "top_fraction"] = "threshold"
+    keep_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    # Normaliser of the selection terms: the kept pixel count (the release) or every
+    # valid pixel (ours; a few kept regions then weigh little). See local_selection_loss.
+    select_per: Literal["kept", "valid"] = "kept"
+    drl_rampup: float = Field(0.3, gt=0.0, le=1.0)
+    # Region weights of the dynamic region-loss correction (both ours):
+    # "agreement": w_r = a_r * s_r(D1) * s_r(D2), one weight for both directions;
+    # "teacher": the loss of branch k on branch j's pseudo-labels is weighted by
+    #   s_r(D_j), the teacher's critic's estimate that its labels in r are right.
+    drl_weight: Literal["agreement", "teacher"] = "agreement"
+    # Self-training (selection, cross-check, DRL) starts after this many passes over
+    # the unlabeled set; before it, RRN trains as CPS while its critics learn.
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    cross_check: bool = True
+    drl: bool = True
+    feature_matching: bool = True
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+
+
 class RRN(Method):
+    config_model = RRNConfig
+    num_branches = 2
+    num_critics = 2
+    mcfg: RRNConfig
+
+    @classmethod
+    def warmup_iters(cls, mcfg: MethodSettings, steps_per_epoch: int) -> float:
+        assert isinstance(mcfg, RRNConfig)
+        return mcfg.warmup_epochs * steps_per_epoch
+
+    @classmethod
+    def build_critic(cls, mcfg: MethodSettings, num_classes: int, crop_size: int) -> nn.Module:
+        assert isinstance(mcfg, RRNConfig)
+        return build_discriminator(mcfg.discriminator, num_classes, crop_size)
+
+    def critic_optimizer(self) -> torch.optim.Optimizer:
+        dc = self.mcfg.discriminator
+        return torch.optim.Adam(self.discriminators.parameters(), lr=dc.lr, betas=dc.betas)
+
     def trusted(self, scores: Tensor) -> Tensor:
         """Regions a critic trusts under the configured rule: bool [B,R,R]."""
         mc = self.mcfg
@@ -103,7 +154,7 @@ class RRN(Method):
         scalars["region_weight_spread"] = effective_region_fraction(weights)
         scalars["region_agreement"] = agreement.mean()
 
-        ramp = unsup_weight(self, ctx)
+        ramp = unsup_weight(self.mcfg, ctx)
         scalars["unsup_ramp"] = torch.tensor(ramp)
         cross_sup = t.cps
         unsup = x_l.new_zeros(())

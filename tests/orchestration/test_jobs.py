@@ -27,15 +27,8 @@ from typer.testing import CliRunner
 
 from orchestration import cli_jobs
 from orchestration.gitinfo import git_state
-from orchestration.jobs import (
-    EXCLUDES,
-    JobsError,
-    auth_headers,
-    build_request,
-    parse_env,
-    resolve_address,
-    submission_id,
-)
+from orchestration.jobs import (EXCLUDES, JobsError, auth_headers, build_request, parse_env, resolve_address,
+                                submission_id)
 from orchestration.space import SpaceError, load_space
 from ray_head import free_port as _free_port
 from ray_head import ray_head as start_head
