@@ -13,23 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from rrn_core.cli_errors import cli_app, err, fail, out
 
-jobs_app = typer.Typer(help="Ray Jobs on a cluster: status, logs, stop, list.", no_args_is_help=True)
+jobs_app = cli_app(None, "Ray Jobs on a cluster: status, logs, stop, list.")
 
 Address = Annotated[Optional[str], typer.Option(
     "--address", help="Ray dashboard URL of the cluster.", show_default="$RAY_ADDRESS or http://127.0.0.1:8265")]
 JobId = Annotated[str, typer.Argument(help="Submission id, e.g. rrn-demo-1a2b3c4d5e.")]
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _client(address: str | None):
@@ -38,7 +31,7 @@ def _client(address: str | None):
     try:
         return connect(address)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
 
 
 def _when(stamp_ms: int | None) -> str:
@@ -54,7 +47,7 @@ def _follow(client: Any, sid: str) -> None:
     try:
         status = follow_logs(client, sid, lambda chunk: out.out(chunk, end="", highlight=False))
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
     colour = "green" if str(status) == "SUCCEEDED" else "red"
     err.print(f"job {sid}: [{colour}]{status}[/]")
     raise typer.Exit(0 if str(status) == "SUCCEEDED" else 1)
@@ -91,13 +84,13 @@ def submit_command(
     from orchestration.space import SpaceError
 
     if forward_credentials:
-        _fail(f"--forward-credentials: {SECRETS_HINT}; AWS_REGION/AWS_DEFAULT_REGION are forwarded as before")
+        raise fail(f"--forward-credentials: {SECRETS_HINT}; AWS_REGION/AWS_DEFAULT_REGION are forwarded as before")
     try:
         request = build_request(space_file, working_dir=working_dir, tracking_uri=tracking_uri,
                                 storage_path=storage, endpoint_url=endpoint_url, env=parse_env(env),
                                 command=entrypoint_command)
     except (SpaceError, JobsError) as e:
-        _fail(str(e))
+        raise fail(str(e))
     space = request.space
     env_shown = ", ".join(f"{k}={v}" for k, v in request.printable_env().items())
     out.print(f"space       {space.space.name}: {space.trial_count} trial(s)", highlight=False)
@@ -122,7 +115,7 @@ def submit_command(
         with err.status(f"uploading {request.runtime_env['working_dir']}, checking and submitting to {url} ..."):
             outcome = submit(client, request, resubmit=resubmit, check_timeout_s=check_timeout if check else None)
     except JobsError as e:
-        _fail(f"{space_file}: not submitted to {url}: {e}")
+        raise fail(f"{space_file}: not submitted to {url}: {e}")
     colour = "green" if outcome.submitted else "yellow"
     out.print(f"[{colour}]{escape(outcome.message)}[/] (status {outcome.status})", highlight=False)
     out.print(f"follow it:  rrn jobs logs {outcome.submission_id} --follow --address {url}", highlight=False)
@@ -140,7 +133,7 @@ def status_command(submission_id: JobId, address: Address = None) -> None:
     try:
         info = job_info(client, submission_id)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
     rows = {
         "job id": info.submission_id,
         "status": str(info.status),
@@ -173,7 +166,7 @@ def logs_command(
     try:
         text = logs(client, submission_id)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
     out.out(text, end="", highlight=False)
 
 
@@ -198,7 +191,7 @@ def stop_command(
                 status = wait_for(client, submission_id, timeout=120)
             out.print(f"job {submission_id}: {status}", highlight=False)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
 
 
 @jobs_app.command("list")
