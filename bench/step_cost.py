@@ -10,7 +10,7 @@ rrn_core/methods/rrn.py was at git revision REV (run against today's helpers), o
 the same weights, for a before/after ratio measured in one run.
 
     .venv/bin/python bench/step_cost.py [--crop 64] [--width 16] [--batch 4] [--steps 10]
-        [--threads 1] [--methods cps rrn] [--compare HEAD~1]
+        [--threads 1] [--methods cps rrn] [--compare HEAD~1] [--clock cpu]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -87,15 +88,15 @@ class Runner:
         self.scaler = torch.amp.GradScaler(device.type, enabled=False)
         self.device = device
 
-    def step(self) -> float:
+    def step(self, clock: Callable[[], float] = time.perf_counter) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        tic = time.perf_counter()
+        tic = clock()
         out = self.method(self.batch, self.ctx)
         apply_step(out, self.seg_opt, self.disc_opt, self.scaler)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - tic
+        return clock() - tic
 
 
 def main() -> None:
@@ -112,28 +113,49 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--compare", metavar="REV", default=None,
                         help="also time rrn's step as of this git revision (rrn@REV)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, which time slices lent to other "
+                             "processes do not inflate (a shared CPU machine; sums threads)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu measures CPU work only: use it with --device cpu")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device {device}, {args.backbone} width {args.width}, crop {args.crop}, batch {args.batch} "
           f"(labeled) + 2x{args.batch} (unlabeled), {args.steps} timed steps, torch threads "
-          f"{torch.get_num_threads()}")
+          f"{torch.get_num_threads()}, {args.clock} clock")
     runners = {name: Runner(name, args, device) for name in args.methods}
     if args.compare:
         runners[f"rrn@{args.compare}"] = Runner(f"rrn@{args.compare}", args, device, rrn_class_at(args.compare))
     times: dict[str, list[float]] = {name: [] for name in runners}
     for i in range(args.warmup + args.steps):
         for name, runner in runners.items():
-            elapsed = runner.step()
+            elapsed = runner.step(clock)
             if i >= args.warmup:
                 times[name].append(elapsed)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     bases = [b for b in ("supervised", "cps") if b in medians]
-    print(f"{'method':<16}{'ms/step (median)':>18}" + "".join(f"{'x ' + b:>14}" for b in bases))
+    print(f"{'method':<16}{'ms/step (median)':>18}" + "".join(f"{'x ' + b:>14}" for b in bases)
+          + ("  x cps per round (median, quartiles)" if "cps" in medians else ""))
     for name, t in medians.items():
-        print(f"{name:<16}{t * 1000:>18.1f}" + "".join(f"{t / medians[b]:>14.2f}" for b in bases))
+        row = f"{name:<16}{t * 1000:>18.1f}" + "".join(f"{t / medians[b]:>14.2f}" for b in bases)
+        if "cps" in medians:
+            low, mid, high = paired_ratios(times[name], times["cps"])
+            row += f"  {mid:.2f} ({low:.2f}-{high:.2f})"
+        print(row)
+
+
+def paired_ratios(times: list[float], base: list[float]) -> tuple[float, float, float]:
+    """Quartiles of t_i / base_i over the rounds: each ratio compares two steps run one
+    after the other, so a load that drifts over the run cancels out of it."""
+    ratios = [t / b for t, b in zip(times, base, strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    low, mid, high = statistics.quantiles(ratios, n=4)
+    return low, mid, high
 
 
 if __name__ == "__main__":
