@@ -66,6 +66,13 @@ TAG_RUN_KEY = "rrn.run_key"
 # --- artifacts
 CONFIG_ARTIFACT = "config.yaml"
 
+# --- metric names (rrn_core's EvalResult.as_metrics(prefix=VAL_PREFIX), the loop's train/ scalars)
+VAL_PREFIX = "val/"
+TRAIN_PREFIX = "train/"
+METRIC_MIOU = "val/mIoU"                  # every sweep's default objective
+METRIC_DOMINANT_SHARE = "val/dominant_share"
+CLASS_IOU_PREFIX = "val/IoU/"             # + the class name (sanitised): per-class IoU
+
 # --- Tune result keys a trial reports beside its evaluation metrics (`val/...`)
 #: 1.0 when the evaluation is the run's last one (the searcher tells Optuna COMPLETE
 #: only then; an early-stopped trial is PRUNED).

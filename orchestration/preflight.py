@@ -27,7 +27,7 @@ import ray
 from mlflow import MlflowClient
 
 from orchestration import placement_hooks, storage
-from orchestration.names import RESULT_COLLAPSED
+from orchestration.names import CLASS_IOU_PREFIX, RESULT_COLLAPSED, TRAIN_PREFIX, VAL_PREFIX
 from orchestration.storage import redact_text
 from rrn_core.data.bundle import resolve_class_names
 from rrn_core.data.errors import DataError
@@ -130,9 +130,9 @@ def metric_problem(metric: str, cfg: RunConfig, field: str = "metric") -> str | 
         names = resolve_class_names(cfg.data)
     except DataError:
         names = [f"class_{i}" for i in range(cfg.data.num_classes)]
-    every = EvalResult(np.eye(len(names), dtype=np.int64), names).as_metrics(prefix="val/")
-    always = [k for k in every if not k.startswith("val/IoU/")] + [RESULT_COLLAPSED]
-    if metric in always or metric.startswith("train/"):
+    every = EvalResult(np.eye(len(names), dtype=np.int64), names).as_metrics(prefix=VAL_PREFIX)
+    always = [k for k in every if not k.startswith(CLASS_IOU_PREFIX)] + [RESULT_COLLAPSED]
+    if metric in always or metric.startswith(TRAIN_PREFIX):
         return None
     if metric in every:
         return (f"{field}: {metric!r} is missing from evaluations in which that class does not occur; "

@@ -17,7 +17,7 @@ from typing import Any
 import torch.distributed as dist
 
 from orchestration.names import (FULLY_TRAINED, RESULT_COLLAPSED, STEP_KEY, TAG_CHECKPOINT, TOTAL_STEPS_KEY,
-                                 WORLD_SIZE_KEY)
+                                 VAL_PREFIX, WORLD_SIZE_KEY)
 from rrn_core.loop import TrainHooks
 
 #: Fault injection for tests: SIGKILL this process once when the loop logs this step
@@ -58,7 +58,7 @@ class ReportHooks(TrainHooks):
         if self._tracker is not None:
             self._tracker.on_evaluation(step, result, None)
         metrics: dict[str, float] = {}
-        for key, value in result.as_metrics(prefix="val/").items():
+        for key, value in result.as_metrics(prefix=VAL_PREFIX).items():
             value = float(value)
             if value == value:  # per-class IoU is nan for absent classes: nothing to report
                 metrics[key] = value

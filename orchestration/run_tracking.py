@@ -30,7 +30,7 @@ import os
 from mlflow import MlflowClient
 
 from orchestration.mlflow_store import ensure_experiment, find_runs_by_tags, resolve_tracking_uri
-from orchestration.names import ROLE_TRAIN, TAG_ROLE, TAG_RUN_KEY
+from orchestration.names import ROLE_TRAIN, TAG_ROLE, TAG_RUN_KEY, VAL_PREFIX
 from orchestration.naming import config_run_name
 from orchestration.tracking import RunLogger, config_tags
 
@@ -73,7 +73,7 @@ class MetricsFile(TrainHooks):
 
     def on_evaluation(self, step: int, result: EvalResult, checkpoint_dir: str | None) -> None:
         self._write({"step": step, "kind": "eval", "time": time.time(),
-                     **{k: float(v) for k, v in result.as_metrics(prefix="val/").items()},
+                     **{k: float(v) for k, v in result.as_metrics(prefix=VAL_PREFIX).items()},
                      "collapsed": bool(result.collapsed), "checkpoint": checkpoint_dir})
 
 

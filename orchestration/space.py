@@ -28,9 +28,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestration import storage
-from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI
-from rrn_core.field_messages import field_message
+from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, METRIC_MIOU
 from rrn_core.config import METHOD_NAME_KEY, RunConfig, error_lines, rebase_method, set_dotted
+from rrn_core.field_messages import field_message
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -226,7 +226,7 @@ class SweepSpace(_Strict):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     search: dict[str, Distribution] = Field(default_factory=dict)
     num_samples: int = Field(1, ge=1)
-    metric: str = Field("val/mIoU", min_length=1)
+    metric: str = Field(METRIC_MIOU, min_length=1)
     mode: Literal["max", "min"] = "max"
     search_alg: SearchAlgConfig = Field(default_factory=SearchAlgConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)

@@ -389,7 +389,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 ckpt_dir = _save(cfg, method, seg_opt, disc_opt, scaler, step, best, info, device,
                                  writer, wait_for_commit)
                 hooks.on_evaluation(step, final, ckpt_dir)
-                progress.update(step, {"val/mIoU": final.miou})
+                progress.update(step, {"mIoU": final.miou})
                 if hooks.should_stop():
                     break
                 window_start = time.perf_counter()  # evaluation time is not step time
@@ -449,12 +449,14 @@ class ConsoleProgress:
         self.bar.start()
 
     def update(self, step: int, values: dict[str, float]) -> None:
+        """Show the latest `loss` (a log's means hold it as train/loss) and `mIoU`."""
         if self.bar is None:
             return
-        for key in ("train/loss", "val/mIoU"):
-            if key in values:
-                self.info[key] = values[key]
-        text = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in self.info.items())
+        for key, value in values.items():
+            shown = key.rsplit("/", 1)[-1]
+            if shown in ("loss", "mIoU"):
+                self.info[shown] = value
+        text = "  ".join(f"{k} {v:.3f}" for k, v in self.info.items())
         self.bar.update(self.task, completed=step, info=text)
 
     def close(self) -> None:
