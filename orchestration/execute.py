@@ -30,7 +30,7 @@ from orchestration.names import ROLE_SWEEP, TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG
 from orchestration.preflight import (DEFAULT_PLACEMENT_TIMEOUT_S, PlacementWatchdog, alive_nodes,
                                      describe_cluster, resource_problems)
 from orchestration.prepare import PreparedSweep, Say, SweepError, SweepOptions, space_fingerprint
-from orchestration.progress import SweepProgress
+from orchestration.progress import SweepProgress, watch
 from orchestration.results import SweepOutcome, read_outcome
 from orchestration.searcher import GridSearcher, build_scheduler, point_seed
 from orchestration.space import build_sampler, to_optuna_distributions
@@ -231,6 +231,7 @@ def make_searcher(prepared: PreparedSweep) -> GridSearcher:
 
 def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: Any,
            watchdog: Any) -> Any:
+    progress_callback = watch(progress)   # also what a restored Tuner's pickled callback reaches
     space = prepared.resolved.space
     path, fs = storage.ray_storage(prepared.storage_path, prepared.endpoint_url)
     trainable = make_trainable(plan)
@@ -260,7 +261,7 @@ def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: 
             failure_config=tune.FailureConfig(max_failures=tune_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             stop=watchdog.stopper,
-            callbacks=[watchdog.callback, *([progress] if options.progress else [])],
+            callbacks=[watchdog.callback, *([progress_callback] if options.progress else [])],
             verbose=1 if options.verbose else 0),
     )
 

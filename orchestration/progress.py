@@ -215,3 +215,49 @@ class SweepProgress(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._see(trials)
         self.close()
+
+
+#: The SweepProgress of the sweep this process runs (one sweep per driver).
+_live: SweepProgress | None = None
+
+
+class LiveProgressCallback(Callback):
+    """The callback Tune holds: stateless, it hands each event to this process's
+    live `SweepProgress`.
+
+    Tune pickles its callbacks into the experiment state, and `Tuner.restore` (Ray
+    2.60) takes no callbacks: a resumed sweep runs the unpickled ones. A pickled
+    SweepProgress came back as a detached copy (its live line out of reach of the
+    command's Ctrl-C handling and of `close`); this class pickles by reference and
+    reaches whatever SweepProgress the resuming command made.
+    """
+
+    def _forward(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if _live is not None:
+            getattr(_live, name)(*args, **kwargs)
+
+    def on_trial_start(self, *args: Any, **kwargs: Any) -> None:
+        self._forward("on_trial_start", *args, **kwargs)
+
+    def on_trial_result(self, *args: Any, **kwargs: Any) -> None:
+        self._forward("on_trial_result", *args, **kwargs)
+
+    def on_trial_complete(self, *args: Any, **kwargs: Any) -> None:
+        self._forward("on_trial_complete", *args, **kwargs)
+
+    def on_trial_error(self, *args: Any, **kwargs: Any) -> None:
+        self._forward("on_trial_error", *args, **kwargs)
+
+    def on_trial_recover(self, *args: Any, **kwargs: Any) -> None:
+        self._forward("on_trial_recover", *args, **kwargs)
+
+    def on_experiment_end(self, *args: Any, **kwargs: Any) -> None:
+        self._forward("on_experiment_end", *args, **kwargs)
+
+
+def watch(progress: SweepProgress) -> LiveProgressCallback:
+    """Make `progress` the live one and return the callback to hand Tune."""
+    global _live
+    _live = progress
+    return LiveProgressCallback()
+
