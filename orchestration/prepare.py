@@ -50,7 +50,6 @@ class SweepError(Exception):
 class SweepOptions:
     """The `rrn sweep` flags (explicit flags beat the space file and RRN_* env vars)."""
 
-
     address: str | None = None          # Ray cluster; None: RAY_ADDRESS, else a local Ray
     resume: bool = False
     max_concurrent: int | None = None
@@ -67,7 +66,6 @@ class SweepOptions:
 class PreparedSweep:
     """A sweep that passed every check; nothing has been written yet."""
 
-
     resolved: ResolvedSpace
     points: list[dict[str, Any]]
     configs: list[RunConfig]            # one per grid point (searched keys at their base value)
@@ -80,16 +78,13 @@ class PreparedSweep:
     exists: bool                        # a Tune experiment of this name is already in storage
     discard: bool = False               # it is an earlier attempt that finished no trial: start afresh
 
-
     @property
     def name(self) -> str:
         return self.resolved.space.name
 
-
     @property
     def experiment_path(self) -> str:
         return self.place.experiment_path
-
 
     @property
     def place(self) -> ExperimentPlace:
@@ -117,7 +112,6 @@ def prepare_sweep(space_path: str | Path, options: SweepOptions, say: Say = prin
     except ValueError as err:
         raise SweepError(f"{resolved.path}: scaling: {err}") from None
 
-
     tracking_uri = options.tracking_uri or resolved.tracking_uri
     storage_path = options.storage or resolved.storage_path
     problems = static_problems(resolved, configs, labels, tracking_uri, storage_path, options)
@@ -125,7 +119,6 @@ def prepare_sweep(space_path: str | Path, options: SweepOptions, say: Say = prin
     if problems:
         raise SweepError(f"{resolved.path}: cannot start the sweep:\n"
                          + "\n".join(f"  {p}" for p in dict.fromkeys(problems)))
-
 
     if not storage.is_remote(storage_path):
         storage_path = str(Path(storage_path).expanduser().resolve())
@@ -253,7 +246,6 @@ def check_data(resolved: ResolvedSpace, configs: list[RunConfig], labels: list[s
                say: Say = print) -> list[str]:
     """Problems of the data each grid point reads, and of the splits it would draw.
 
-
     Every distinct data set is scanned once with rrn_core's `check_dataset`. Then,
     without writing anything, each point's split sizes are computed, so that a
     method needing unlabeled images on a 100% split, or an ASHA grace period
@@ -292,13 +284,11 @@ def _quarters(say: Say, root: Path) -> Callable[[int, int], None]:
     """Progress of a long data scan (VOC: ~20k files) at each quarter."""
     shown: set[int] = set()
 
-
     def progress(done: int, total: int) -> None:
         quarter = 4 * done // max(total, 1)
         if total >= 1000 and quarter not in shown and quarter > 0:
             shown.add(quarter)
             say(f"  {root}: {done}/{total} files checked")
-
 
     return progress
 

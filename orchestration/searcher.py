@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from ray.tune.experiment import Trial
 
 
-
 class GridSearcher(Searcher):
     """Hands out `num_samples` trials per grid point, round-robin, each sampled by that
     point's own Optuna study; results are routed back to the study that asked.

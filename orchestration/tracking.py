@@ -59,10 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------- metric keys
-
-
 
 
 def class_metric_keys(class_names: Iterable[str], prefix: str = CLASS_IOU_PREFIX) -> list[str]:
@@ -262,7 +259,6 @@ class SweepTracker:
                                    float(top["objective"]))
             set_tags(self.client, self.parent_run_id,
                      {TAG_BEST_TRIAL: top["trial_id"], TAG_BEST_RUN: top["run_id"]})
-
 
     def _describe(self, df: pd.DataFrame) -> None:
         """The method x labels table as the parent run's description (its Overview page)

@@ -300,7 +300,6 @@ def test_no_secret_in_any_file_under_the_head_temp_dir(validate_job) -> None:
     assert any(_head_temp_dir().rglob("runtime_env_agent.log")), "Ray wrote no runtime env log: wrong folder?"
 
 
-
 def test_the_cluster_probe_names_what_is_missing() -> None:
     from orchestration.cluster_probe import REQUIRED, missing_modules
 
