@@ -229,30 +229,24 @@ class LiveProgressCallback(Callback):
     2.60) takes no callbacks: a resumed sweep runs the unpickled ones. A pickled
     SweepProgress came back as a detached copy (its live line out of reach of the
     command's Ctrl-C handling and of `close`); this class pickles by reference and
-    reaches whatever SweepProgress the resuming command made.
+    reaches whatever SweepProgress the resuming command made. Its event methods
+    (FORWARDED_EVENTS) are set below.
     """
 
-    def _forward(self, name: str, *args: Any, **kwargs: Any) -> None:
+
+def _forwarder(name: str) -> Any:
+    def forward(self: LiveProgressCallback, *args: Any, **kwargs: Any) -> None:
         if _live is not None:
             getattr(_live, name)(*args, **kwargs)
+    forward.__name__ = name
+    return forward
 
-    def on_trial_start(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("on_trial_start", *args, **kwargs)
 
-    def on_trial_result(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("on_trial_result", *args, **kwargs)
-
-    def on_trial_complete(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("on_trial_complete", *args, **kwargs)
-
-    def on_trial_error(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("on_trial_error", *args, **kwargs)
-
-    def on_trial_recover(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("on_trial_recover", *args, **kwargs)
-
-    def on_experiment_end(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("on_experiment_end", *args, **kwargs)
+#: The Tune events SweepProgress handles, forwarded one to one.
+FORWARDED_EVENTS = ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error",
+                    "on_trial_recover", "on_experiment_end")
+for _event in FORWARDED_EVENTS:
+    setattr(LiveProgressCallback, _event, _forwarder(_event))
 
 
 def watch(progress: SweepProgress) -> LiveProgressCallback:
