@@ -42,8 +42,9 @@ sys.path.insert(0, str(REPO))
 from rrn_core.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint  # noqa: E402
 from rrn_core.checkpoint_writer import CheckpointWriter  # noqa: E402
 from rrn_core.config import load_config  # noqa: E402
+from rrn_core.constants import CHECKPOINT_NAME  # noqa: E402
 from rrn_core.loop import build_optimizers, model_state  # noqa: E402
-from rrn_core.methods import build_method  # noqa: E402
+from rrn_core.methods.build import build_method  # noqa: E402
 
 
 def loop_state(args: argparse.Namespace) -> dict:
@@ -181,10 +182,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         if "local" in args.stores:
-            rows.append(measure("local", f"{tmp}/checkpoints/last.pt", {}, state, args.repeats, train))
+            rows.append(measure("local", f"{tmp}/checkpoints/{CHECKPOINT_NAME}", {}, state, args.repeats, train))
         if "s3" in args.stores:
             with moto_s3() as options:
-                rows.append(measure("s3 (moto, 127.0.0.1)", "s3://bench/run/checkpoints/last.pt",
+                rows.append(measure("s3 (moto, 127.0.0.1)", f"s3://bench/run/checkpoints/{CHECKPOINT_NAME}",
                                     options, state, args.repeats, train))
     print(f"{'store':<22}{'sync blocked s':>15}{'async blocked s':>17}{'sync/async':>12}"
           f"{'bg write s':>12}{'step slowdown s':>17}")

@@ -36,23 +36,28 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from rrn_core.config import RunConfig, load_config  # noqa: E402
 from rrn_core.loop import DistInfo, apply_step, build_optimizers, to_device, wrap_distributed  # noqa: E402
-from rrn_core.methods import StepContext, build_method  # noqa: E402
+from rrn_core.methods import StepContext
+from rrn_core.methods.build import build_method  # noqa: E402
 
 METHODS = ("supervised", "cps", "fixmatch", "rrn")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TINY = {"model.backbone": "resnet18", "model.base_width": 8, "model.deep_stem": False,
-        "model.aspp_channels": 16, "model.low_level_channels": 8, "model.head_channels": 16,
-        "method.discriminator.regions_per_side": 2, "method.discriminator.base_channels": 8}
+        "model.aspp_channels": 16, "model.low_level_channels": 8, "model.head_channels": 16}
+TINY_CRITICS = {"method.discriminator.regions_per_side": 2, "method.discriminator.base_channels": 8}
 
 
 def bench_config(args: argparse.Namespace, method: str) -> RunConfig:
     overrides: dict[str, Any] = {
         "data.root": tempfile.gettempdir(), "data.crop_size": args.crop,
         "data.batch_size": args.batch, "data.unlabeled_batch_size": args.batch,
-        "method.name": method, "method.warmup_epochs": 0, "model.pretrained": None,
+        "method.name": method, "model.pretrained": None,
         "model.backbone": args.backbone, "runtime.device": args.device}
+    if method == "rrn":
+        overrides["method.warmup_epochs"] = 0   # time the full step, selection terms included
     if args.tiny:
         overrides.update(TINY)
+        if method == "rrn":
+            overrides.update(TINY_CRITICS)
     return load_config(REPO / "configs" / "voc.yaml", overrides)
 
 

@@ -1,24 +1,40 @@
-"""Time per training step of each method relative to `supervised`.
+"""Time per training step of each method relative to `supervised` and to `cps`.
 
-Same batch, same model, same process: each method runs a warm-up, then `--steps`
-timed steps (forward, backward, optimiser step(s)); the ratio to supervised is the
-figure to quote. Semi-supervised steps see the unlabeled batches too, so ratios
-above 1 are the price of the extra forwards (CPS: 2 branches; RRN: + 2 critics).
+Same batch, same model, same process: every method is built first, then each timed
+round runs one step (forward, backward, optimiser step(s)) of every method in turn,
+so a load that comes and goes on a shared machine hits all of them alike; the
+medians' ratios are the figures to quote. Semi-supervised steps see the unlabeled
+batches too, so ratios above 1 are the price of the extra forwards (CPS: 2
+branches; RRN: + 2 critics). `--compare REV` adds `rrn@REV`: RRN's step as
+rrn_core/methods/rrn.py was at git revision REV (run against today's helpers), on
+the same weights, for a before/after ratio measured in one run.
 
     .venv/bin/python bench/step_cost.py [--crop 64] [--width 16] [--batch 4] [--steps 10]
+        [--threads 1] [--methods cps rrn] [--compare HEAD~1] [--clock cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
+import subprocess
+import sys
 import time
+import types
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from rrn_core.config import RunConfig
+from rrn_core.config import build_config
 from rrn_core.loop import apply_step, build_optimizers
-from rrn_core.methods import StepContext, build_method
+from rrn_core.methods import StepContext
+from rrn_core.methods.base import Method
+from rrn_core.methods.build import build_method
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("supervised", "cps", "fixmatch", "rrn")
 
 
 def make_batch(b: int, crop: int, num_classes: int) -> dict:
@@ -37,31 +53,50 @@ def make_batch(b: int, crop: int, num_classes: int) -> dict:
             "unlabeled_a": unl(), "unlabeled_b": unl()}
 
 
-def time_method(name: str, args: argparse.Namespace, device: torch.device) -> list[float]:
-    cfg = RunConfig.model_validate({
-        "data": {"root": "unused", "num_classes": args.classes, "crop_size": args.crop},
-        "model": {"backbone": args.backbone, "base_width": args.width, "deep_stem": False},
-        "method": {"name": name, "warmup_epochs": 0,
-                   "discriminator": {"regions_per_side": args.regions}},
-    })
-    method = build_method(cfg, args.classes).to(device).train()
-    seg_opt, disc_opt = build_optimizers(method, cfg)
-    batch = {k: {kk: v.to(device) for kk, v in d.items()}
-             for k, d in make_batch(args.batch, args.crop, args.classes).items()}
-    ctx = StepContext(step=1, total_steps=2, epoch=1.0)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    times = []
-    for i in range(args.warmup + args.steps):
-        if device.type == "cuda":
+def rrn_class_at(rev: str) -> type[Method]:
+    """The RRN class of rrn_core/methods/rrn.py at git revision `rev`."""
+    path = "rrn_core/methods/rrn.py"
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    module = types.ModuleType(f"rrn_at_{rev}")
+    sys.modules[module.__name__] = module   # dataclasses/pydantic look their module up
+    exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)
+    return module.RRN
+
+
+class Runner:
+    """One method's model, optimisers and batch: `step()` times one training step."""
+
+    def __init__(self, name: str, args: argparse.Namespace, device: torch.device,
+                 method_class: type[Method] | None = None) -> None:
+        cfg = build_config({
+            "data": {"root": "unused", "num_classes": args.classes, "crop_size": args.crop},
+            "model": {"backbone": args.backbone, "base_width": args.width, "deep_stem": False},
+            "method": {"name": "rrn", "warmup_epochs": 0,   # RRN's section; other methods keep their share
+                       "discriminator": {"regions_per_side": args.regions}},
+        }, {"method.name": name.split("@")[0]})
+        torch.manual_seed(0)
+        method = build_method(cfg, args.classes)
+        if method_class is not None:   # the same weights under another revision's step
+            method = method_class(method.mcfg, copy.deepcopy(list(method.branches)),
+                                  copy.deepcopy(list(method.discriminators)))
+        self.method = method.to(device).train()
+        self.seg_opt, self.disc_opt = build_optimizers(self.method, cfg)
+        self.batch = {k: {kk: v.to(device) for kk, v in d.items()}
+                      for k, d in make_batch(args.batch, args.crop, args.classes).items()}
+        self.ctx = StepContext(step=1, total_steps=2, epoch=1.0)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=False)
+        self.device = device
+
+    def step(self, clock: Callable[[], float] = time.perf_counter) -> float:
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        tic = time.perf_counter()
-        out = method(batch, ctx)
-        apply_step(out, seg_opt, disc_opt, scaler)
-        if device.type == "cuda":
+        tic = clock()
+        out = self.method(self.batch, self.ctx)
+        apply_step(out, self.seg_opt, self.disc_opt, self.scaler)
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - tic)
-    return times
+        return clock() - tic
 
 
 def main() -> None:
@@ -74,20 +109,53 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--compare", metavar="REV", default=None,
+                        help="also time rrn's step as of this git revision (rrn@REV)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, which time slices lent to other "
+                             "processes do not inflate (a shared CPU machine; sums threads)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu measures CPU work only: use it with --device cpu")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device {device}, {args.backbone} width {args.width}, crop {args.crop}, batch {args.batch} "
           f"(labeled) + 2x{args.batch} (unlabeled), {args.steps} timed steps, torch threads "
-          f"{torch.get_num_threads()}")
-    medians = {}
-    for name in ("supervised", "cps", "fixmatch", "rrn"):
-        times = time_method(name, args, device)
-        medians[name] = statistics.median(times)
-    base = medians["supervised"]
-    print(f"{'method':<12}{'ms/step (median)':>18}{'x supervised':>15}")
+          f"{torch.get_num_threads()}, {args.clock} clock")
+    runners = {name: Runner(name, args, device) for name in args.methods}
+    if args.compare:
+        runners[f"rrn@{args.compare}"] = Runner(f"rrn@{args.compare}", args, device, rrn_class_at(args.compare))
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(args.warmup + args.steps):
+        for name, runner in runners.items():
+            elapsed = runner.step(clock)
+            if i >= args.warmup:
+                times[name].append(elapsed)
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    bases = [b for b in ("supervised", "cps") if b in medians]
+    print(f"{'method':<16}{'ms/step (median)':>18}" + "".join(f"{'x ' + b:>14}" for b in bases)
+          + ("  x cps per round (median, quartiles)" if "cps" in medians else ""))
     for name, t in medians.items():
-        print(f"{name:<12}{t * 1000:>18.1f}{t / base:>15.2f}")
+        row = f"{name:<16}{t * 1000:>18.1f}" + "".join(f"{t / medians[b]:>14.2f}" for b in bases)
+        if "cps" in medians:
+            low, mid, high = paired_ratios(times[name], times["cps"])
+            row += f"  {mid:.2f} ({low:.2f}-{high:.2f})"
+        print(row)
+
+
+def paired_ratios(times: list[float], base: list[float]) -> tuple[float, float, float]:
+    """Quartiles of t_i / base_i over the rounds: each ratio compares two steps run one
+    after the other, so a load that drifts over the run cancels out of it."""
+    ratios = [t / b for t, b in zip(times, base, strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    low, mid, high = statistics.quantiles(ratios, n=4)
+    return low, mid, high
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """`rrn submit` and `rrn jobs status|logs|stop|list`: sweeps as Ray Jobs on a cluster.
 
 The space is validated here, on the user's machine, before anything is uploaded:
-a typo costs a second, not a cluster slot. Output never shows credential values.
+a typo costs a second, not a cluster slot. Then a check job proves the cluster's
+`python` can run rrn before the sweep is submitted. No secret goes into the job's
+runtime env (Ray logs it in clear), and output never shows credential values.
 """
 
 from __future__ import annotations
@@ -11,23 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from rrn_core.cli_errors import cli_app, err, fail, out
 
-jobs_app = typer.Typer(help="Ray Jobs on a cluster: status, logs, stop, list.", no_args_is_help=True)
+jobs_app = cli_app(None, "Ray Jobs on a cluster: status, logs, stop, list.")
 
 Address = Annotated[Optional[str], typer.Option(
     "--address", help="Ray dashboard URL of the cluster.", show_default="$RAY_ADDRESS or http://127.0.0.1:8265")]
 JobId = Annotated[str, typer.Argument(help="Submission id, e.g. rrn-demo-1a2b3c4d5e.")]
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _client(address: str | None):
@@ -36,7 +31,7 @@ def _client(address: str | None):
     try:
         return connect(address)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
 
 
 def _when(stamp_ms: int | None) -> str:
@@ -52,7 +47,7 @@ def _follow(client: Any, sid: str) -> None:
     try:
         status = follow_logs(client, sid, lambda chunk: out.out(chunk, end="", highlight=False))
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
     colour = "green" if str(status) == "SUCCEEDED" else "red"
     err.print(f"job {sid}: [{colour}]{status}[/]")
     raise typer.Exit(0 if str(status) == "SUCCEEDED" else 1)
@@ -75,7 +70,12 @@ def submit_command(
     working_dir: Annotated[Optional[Path], typer.Option(
         help="Directory uploaded as the job's working_dir.", show_default="the rrn repository")] = None,
     forward_credentials: Annotated[bool, typer.Option(
-        help="Forward AWS_* credentials from this shell to the job (off when the cluster has its own).")] = True,
+        hidden=True, help="Refused: credentials reach a job only through the cluster nodes' "
+        "environment.")] = False,
+    check: Annotated[bool, typer.Option(
+        help="Before submitting, run a short check job proving the cluster's `python` can run rrn.")] = True,
+    check_timeout: Annotated[float, typer.Option(
+        min=1, help="Seconds the check job may take (the working_dir upload included).")] = 180,  # jobs.CHECK_TIMEOUT_S
     dry_run: Annotated[bool, typer.Option(help="Validate and show the job, submit nothing.")] = False,
     resume: Annotated[bool, typer.Option(
         help="Continue the sweep of a stopped or failed job (`rrn sweep --resume`): finished trials "
@@ -86,16 +86,18 @@ def submit_command(
     entrypoint_command: Annotated[str, typer.Option(hidden=True)] = "sweep",
 ) -> None:
     """Submit a sweep to a Ray cluster as a Ray Job (idempotent per space + git commit)."""
-    from orchestration.jobs import JobsError, build_request, parse_env, resolve_address, submit
+    from orchestration.jobs import SECRETS_HINT, JobsError, build_request, parse_env, resolve_address, submit
     from orchestration.space import SpaceError
 
+    if forward_credentials:
+        raise fail(f"--forward-credentials: {SECRETS_HINT}; AWS_REGION/AWS_DEFAULT_REGION are forwarded as before")
     try:
         request = build_request(space_file, working_dir=working_dir, tracking_uri=tracking_uri,
                                 storage_path=storage, endpoint_url=endpoint_url, env=parse_env(env),
-                                forward_credentials=forward_credentials, command=entrypoint_command,
-                                resume=resume, entrypoint_num_cpus=entrypoint_num_cpus)
+                                command=entrypoint_command, resume=resume,
+                                entrypoint_num_cpus=entrypoint_num_cpus)
     except (SpaceError, JobsError) as e:
-        _fail(str(e))
+        raise fail(str(e))
     space = request.space
     env_shown = ", ".join(f"{k}={v}" for k, v in request.printable_env().items())
     out.print(f"space       {space.space.name}: {space.trial_count} trial(s)", highlight=False)
@@ -117,10 +119,11 @@ def submit_command(
     url = resolve_address(address)
     client = _client(address)
     try:
-        with err.status(f"uploading {request.runtime_env['working_dir']} and submitting to {url} ..."):
-            outcome = submit(client, request, resubmit=resubmit or resume)
+        with err.status(f"uploading {request.runtime_env['working_dir']}, checking and submitting to {url} ..."):
+            outcome = submit(client, request, resubmit=resubmit or resume,
+                             check_timeout_s=check_timeout if check else None)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(f"{space_file}: not submitted to {url}: {e}")
     colour = "green" if outcome.submitted else "yellow"
     out.print(f"[{colour}]{escape(outcome.message)}[/] (status {outcome.status})", highlight=False)
     out.print(f"follow it:  rrn jobs logs {outcome.submission_id} --follow --address {url}", highlight=False)
@@ -138,7 +141,7 @@ def status_command(submission_id: JobId, address: Address = None) -> None:
     try:
         info = job_info(client, submission_id)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
     rows = {
         "job id": info.submission_id,
         "status": str(info.status),
@@ -171,7 +174,7 @@ def logs_command(
     try:
         text = logs(client, submission_id)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
     out.out(text, end="", highlight=False)
 
 
@@ -196,7 +199,7 @@ def stop_command(
                 status = wait_for(client, submission_id, timeout=120)
             out.print(f"job {submission_id}: {status}", highlight=False)
     except JobsError as e:
-        _fail(str(e))
+        raise fail(str(e))
 
 
 @jobs_app.command("list")

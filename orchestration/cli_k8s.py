@@ -13,21 +13,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-app = typer.Typer(
-    help="Kubernetes: generate KubeRay manifests for sweeps (see deploy/README.md).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-err = Console(stderr=True, soft_wrap=True)
+from rrn_core.cli_errors import cli_app, err, fail
 
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(2)
+app = cli_app(None, "Kubernetes: generate KubeRay manifests for sweeps (see deploy/README.md).")
 
 
 @app.command("rayjob")
@@ -88,7 +78,7 @@ def rayjob_command(
         facts = sweep_facts(space_file)
         docs, warnings = rayjob_manifests(facts, options)
     except (SpaceError, K8sError) as e:
-        _fail(str(e))
+        raise fail(str(e))
     for warning in warnings:
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     header = (f"Sweep '{facts.name}': a ConfigMap holding its space and the RayJob that runs it,\n"
@@ -104,6 +94,6 @@ def rayjob_command(
         tmp.write_text(text)
         os.replace(tmp, out)  # all or nothing: a half-written manifest is never left behind
     except OSError as e:
-        _fail(f"--out {out}: cannot write: {e}")
+        raise fail(f"--out {out}: cannot write: {e}")
     err.print(f"wrote {escape(str(out))}: ConfigMap {docs[0]['metadata']['name']} + "
               f"RayJob {docs[1]['metadata']['name']} (namespace {namespace})", highlight=False)

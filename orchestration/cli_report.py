@@ -19,20 +19,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+
+from rrn_core import cli_errors
+from rrn_core.cli_errors import fail
 
 TrackingOpt = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow store: sqlite:///path.db, a *.db path or http(s)://server. "
     "Default: $RRN_TRACKING_URI, else $MLFLOW_TRACKING_URI, else sqlite:///$RRN_HOME/mlflow.db.")]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
-
-
 def _env_tracking_uri() -> str | None:
     """The store sweeps use when no space file names one (same order as ResolvedSpace)."""
-    from orchestration.space import ENV_TRACKING_URI
+    from orchestration.names import ENV_TRACKING_URI
 
     return os.environ.get(ENV_TRACKING_URI) or os.environ.get("MLFLOW_TRACKING_URI") or None
 
@@ -40,25 +39,29 @@ def _env_tracking_uri() -> str | None:
 def _store_uri(tracking_uri: str | None) -> str:
     """Resolve the store without creating an empty database as a side effect of reading."""
     from orchestration.mlflow_store import resolve_tracking_uri, sqlite_path
+    from orchestration.preflight import tracking_scheme_problem
 
     if tracking_uri is None:
         from orchestration.storage import default_tracking_uri
 
         tracking_uri = _env_tracking_uri() or default_tracking_uri()
+    unknown = tracking_scheme_problem(tracking_uri, "--tracking-uri")
+    if unknown:
+        raise fail(unknown)
     db = sqlite_path(tracking_uri) if "://" in tracking_uri else (
         Path(tracking_uri) if tracking_uri.endswith(".db") else None)
     if db is not None:
         db = db.expanduser().resolve()
         if not db.is_file():
-            raise _fail(f"no MLflow store at {db} (run a sweep first, or pass --tracking-uri)")
+            raise fail(f"no MLflow store at {db} (run a sweep first, or pass --tracking-uri)")
     elif tracking_uri.startswith(("http://", "https://")):
         # MLflow's client retries a dead server for minutes; say so at once instead
         if not wait_http_ok(tracking_uri.rstrip("/") + "/health", 5):
-            raise _fail(f"no MLflow tracking server answers at {tracking_uri}")
+            raise fail(f"no MLflow tracking server answers at {tracking_uri}")
     try:
         return resolve_tracking_uri(tracking_uri)
     except ValueError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
 
 class Format(str, Enum):
@@ -85,7 +88,6 @@ def report(
     its CSV, Markdown and HTML summary and the plots."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-    from rich.console import Console
 
     from orchestration.report import SweepNotFound, find_sweep_run, summarize_run
     from orchestration.report_format import print_report, render
@@ -98,25 +100,25 @@ def report(
         parent = find_sweep_run(client, experiment, sweep)
         df = summarize_run(client, parent)
     except SweepNotFound as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except MlflowException as err:
-        raise _fail(f"cannot read {redact_text(uri)}: {err.message}") from None
+        raise fail(f"cannot read {redact_text(uri)}: {err.message}") from None
     if out is None:
         out = rrn_home() / "reports" / sweep
     try:
         files = write_summary_files(df, out)
     except OSError as err:
-        raise _fail(f"cannot write the report to {out}: {err}") from None
+        raise fail(f"cannot write the report to {out}: {err}") from None
 
     title = f"sweep {sweep}: {len(df)} trials, run {parent.info.run_id} ({parent.info.status})"
     if fmt is Format.table:
-        console = Console()
+        console = Console()   # wraps to the terminal: the report is made to fit 80 columns
         print_report(console, df, title)
         paths = console
     else:
         sys.stdout.write(render(df, fmt.value, title))
         sys.stdout.flush()
-        paths = Console(stderr=True)
+        paths = cli_errors.err
     # whole paths, to copy and paste
     paths.print(f"table: {files['csv']}", soft_wrap=True, highlight=False)
     paths.print(f"page:  {files['html']}", soft_wrap=True, highlight=False)
@@ -210,7 +212,7 @@ def ui(
         return
     uri = _store_uri(tracking_uri) if tracking_uri is not None else _default_store_uri()
     if not _port_free(host, port):
-        raise _fail(f"port {port} on {host} is in use (pick another with --port)")
+        raise fail(f"port {port} on {host} is in use (pick another with --port)")
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     cmd = ui_command(uri, host, port, workers)
     typer.echo(f"starting the MLflow UI for {uri} ...")
@@ -232,7 +234,7 @@ def ui(
             signal.signal(sig, handler)
         stop_process_group(proc)
     if code != 0:
-        raise _fail(f"mlflow server exited with code {code}")
+        raise fail(f"mlflow server exited with code {code}")
     typer.echo("MLflow UI stopped.")
 
 

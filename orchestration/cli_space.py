@@ -10,22 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-app = typer.Typer(
-    help="Search-space files (search_spaces/*.yaml): validate and list them.",
-    no_args_is_help=True,
-)
-out = Console(soft_wrap=True)          # soft wrap: long URIs and paths stay greppable in job logs
-err = Console(stderr=True, soft_wrap=True)
+from rrn_core.cli_errors import cli_app, fail, out
 
-
-def _fail(message: str) -> None:
-    from rrn_core.cli_errors import fail
-
-    raise fail(message)
+app = cli_app(None, "Search-space files (search_spaces/*.yaml): validate and list them.")
 
 
 @app.command("validate")
@@ -39,7 +29,7 @@ def validate_command(
     try:
         resolved = load_space(space_file)
     except SpaceError as e:
-        _fail(str(e))
+        raise fail(str(e)) from None
     out.print(resolved.describe(), markup=False, highlight=True)
     out.print(f"[bold green]OK[/] {escape(str(space_file))}: {resolved.trial_count} trial(s)")
 
@@ -53,7 +43,7 @@ def list_command(
 
     files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
     if not files:
-        _fail(f"{directory}: no *.yaml search-space files found")
+        raise fail(f"{directory}: no *.yaml search-space files found")
     width = max(len(p.name) for p in files)
     table = Table(Column("file", min_width=width), Column("name", overflow="fold"),
                   "trials", "grid points", "searched", "status")

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from rrn_core.cli_errors import err, fail, out, say
 
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
 #: The demo's data set: `rrn data synth`'s defaults, so an existing one is reused.
@@ -49,46 +47,36 @@ PlacementOpt = Annotated[Optional[float], typer.Option(
     "running before the sweep stops with an error (default 300).")]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    from rrn_core.cli_errors import fail
-
-    return fail(message, code)
-
-
-def _say(message: str) -> None:
-    from rrn_core.cli_errors import say
-
-    say(message)
-
-
 def _parse_sets(items: list[str]) -> dict[str, Any]:
-    from rrn_core.config import ConfigError, parse_override
+    from rrn_core.config import parse_override
+    from rrn_core.sections import ConfigError
 
     overrides: dict[str, Any] = {}
     for item in items:
         try:
             key, value = parse_override(item)
         except ConfigError as e:
-            raise _fail(f"--set: {e}") from None
+            raise fail(f"--set: {e}") from None
         overrides[key] = value
     return overrides
 
 
 def _run(space_file: Path, options: Any, hint: str = "") -> None:
-    from orchestration.sweep import SweepError, run_sweep
+    from orchestration.prepare import SweepError
+    from orchestration.sweep import run_sweep
 
     try:
-        outcome = run_sweep(space_file, options, say=_say)
+        outcome = run_sweep(space_file, options, say=say)
     except SweepError as e:
-        raise _fail(f"{e}{hint}") from None
+        raise fail(f"{e}{hint}") from None
     except KeyboardInterrupt:
-        raise _fail("interrupted: run the same command with --resume to continue", 130) from None
+        raise fail("interrupted: run the same command with --resume to continue", 130) from None
     _print_outcome(outcome)
     if outcome.status == "KILLED":
-        raise _fail(f"sweep {outcome.name} stopped before all trials finished: "
+        raise fail(f"sweep {outcome.name} stopped before all trials finished: "
                     "run the same command with --resume to continue", 130)
     if outcome.failed:
-        raise _fail(f"{len(outcome.failed)} trial(s) failed (their errors are in "
+        raise fail(f"{len(outcome.failed)} trial(s) failed (their errors are in "
                     f"{outcome.experiment_path}); `--resume` restarts them", 1)
 
 
@@ -96,8 +84,8 @@ def _print_outcome(outcome: Any) -> None:
     """The trial table at the end: run names as in MLflow, collapsed trials flagged."""
     from rich import box
 
+    from orchestration.names import RESULT_COLLAPSED
     from orchestration.naming import run_name
-    from orchestration.tags import RESULT_COLLAPSED
 
     table = Table(title=f"sweep {outcome.name}", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("trial", "run", "metric", "status"):
@@ -156,7 +144,7 @@ def register(app: typer.Typer) -> None:
         Everything is checked first (space, data set, existing results); on a problem
         the command exits with code 2 and nothing is written.
         """
-        from orchestration.sweep import SweepOptions
+        from orchestration.prepare import SweepOptions
 
         options = SweepOptions(address=address, resume=resume, max_concurrent=max_concurrent,
                                tracking_uri=tracking_uri, storage=storage, execution=execution.value,
@@ -178,8 +166,8 @@ def register(app: typer.Typer) -> None:
         labels, two learning rates each (12 short trials, 2 at a time)."""
         from rich.progress import Progress
 
+        from orchestration.prepare import SweepOptions
         from orchestration.storage import rrn_home
-        from orchestration.sweep import SweepOptions
         from rrn_core.data import DataError, generate_synthetic
 
         data = rrn_home() / "data" / "synth"
@@ -189,8 +177,8 @@ def register(app: typer.Typer) -> None:
                 generate_synthetic(data, **DEMO_DATA,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
         except (DataError, OSError) as e:
-            raise _fail(f"cannot prepare the demo data set: {e}") from None
-        _say(f"data set ready: {data}")
+            raise fail(f"cannot prepare the demo data set: {e}") from None
+        say(f"data set ready: {data}")
         options = SweepOptions(address=address, resume=resume, max_concurrent=max_concurrent,
                                overrides={"data.root": str(data)}, verbose=verbose)
         _run(DEMO_SPACE, options, hint="\n(demo: `rrn report demo` shows the finished one; "

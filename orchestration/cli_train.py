@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from rrn_core.cli_errors import console, user_errors
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
@@ -39,14 +38,12 @@ def train_command(
     """Train one run (supervised, cps, fixmatch or rrn) as the config says, tracked in MLflow."""
     import os
 
-    from rrn_core import cli as core
-    from rrn_core.cli_errors import user_errors
-    from rrn_core.loop import TrainHooks, train
-    from rrn_core.preflight import raise_problems
-
     from orchestration import storage
     from orchestration.preflight import tracking_problems
     from orchestration.run_tracking import standalone_hooks
+    from rrn_core import cli as core
+    from rrn_core.loop import TrainHooks, train
+    from rrn_core.preflight import raise_problems
 
     # The up-front check (rrn_core/preflight.py): config, data, device, output folder.
     cfg = core.prepared_run(config, overrides, output_dir, resume)

@@ -3,8 +3,15 @@
 The job id is derived from what is being run (space file, base config, git
 commit), so submitting the same thing twice finds the first job instead of
 starting a duplicate sweep that would race it for the same Ray run name and
-MLflow parent run. Credentials travel only from the user's environment into the
-job's environment and never into anything this module prints.
+MLflow parent run.
+
+No secret ever goes into the job's runtime env: Ray logs runtime envs in clear
+into the cluster's world-readable session logs (runtime_env_agent.log,
+dashboard logs) and shows them in `ray job list`. Credentials reach the job and
+its trials through the nodes' own environment (exported before `ray start`, or
+a Kubernetes Secret: deploy/README.md); a secret-named --env, a password in a
+URI option or --forward-credentials is refused. Before submitting, a short
+check job proves the cluster's `python` can run `rrn` (cluster_probe.py).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import re
 import shlex
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +33,8 @@ import yaml
 
 from orchestration import storage
 from orchestration.gitinfo import git_state
-from orchestration.space import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, ResolvedSpace, load_space
+from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI
+from orchestration.space import ResolvedSpace, load_space
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
@@ -37,9 +46,19 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 EXCLUDES = ["/.venv/", "/.git/", "/rrn-home/", "/runs/", "/data/", "/mlruns/", "/mlflow.db",
             "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/"]
 
-#: Forwarded from the submitting shell when set (and --forward-credentials).
-FORWARDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_DEFAULT_REGION", "AWS_REGION")
+#: Forwarded from the submitting shell when set: settings, never secrets (see the top).
+FORWARDED_ENV = ("AWS_DEFAULT_REGION", "AWS_REGION")
+
+#: Why a secret is refused, and where it goes instead.
+SECRETS_HINT = ("secrets never travel in a Ray runtime env (Ray writes runtime envs in clear into the "
+                "cluster's session logs); give the cluster's nodes the credentials instead: export them "
+                "before `ray start`, or mount a Kubernetes Secret (deploy/README.md)")
+
+#: What the pre-submission check job runs, with the sweep's own runtime env.
+PROBE_ENTRYPOINT = "python -m orchestration.cluster_probe"
+
+#: Seconds the check job may take (an upload of the working_dir included).
+CHECK_TIMEOUT_S = 180.0
 
 #: RRN_HOME on the cluster unless --env RRN_HOME=... says otherwise (expanded there).
 CLUSTER_HOME = "~/rrn-home"
@@ -162,6 +181,18 @@ def _inside(path: Path, root: Path, what: str) -> str:
                         "(or pass --working-dir)") from None
 
 
+def secret_problems(options: Mapping[str, str | None], env: Mapping[str, str]) -> list[str]:
+    """Each option or --env entry that would put a secret into the runtime env."""
+    problems = [f"{flag}: holds a password ({storage.redact_text(value)})"
+                for flag, value in options.items() if value and storage.redact_text(value) != value]
+    for key, value in env.items():
+        if storage.is_secret_key(key):
+            problems.append(f"--env {key}: names a secret")
+        elif storage.redact_text(value) != value:
+            problems.append(f"--env {key}: holds a password ({storage.redact_text(value)})")
+    return problems
+
+
 def build_request(
     space_path: str | Path,
     *,
@@ -170,7 +201,6 @@ def build_request(
     storage_path: str | None = None,
     endpoint_url: str | None = None,
     env: Mapping[str, str] | None = None,
-    forward_credentials: bool = True,
     command: str = "sweep",
     entrypoint_num_cpus: float = 1,
     commit: str | None = None,
@@ -187,6 +217,10 @@ def build_request(
     """
     if command not in ("sweep", "validate"):
         raise JobsError(f"unknown entrypoint command {command!r}: use sweep or validate")
+    secrets = secret_problems({"--tracking-uri": tracking_uri, "--storage": storage_path,
+                               "--endpoint-url": endpoint_url}, env or {})
+    if secrets:
+        raise JobsError(f"{'; '.join(secrets)}: {SECRETS_HINT}")
     root = Path(working_dir).resolve() if working_dir else project_root()
     if not root.is_dir():
         raise JobsError(f"--working-dir {root}: not a directory")
@@ -210,8 +244,7 @@ def build_request(
     s3_endpoint = endpoint_url or resolved.space.storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
     if s3_endpoint:
         env_vars["AWS_ENDPOINT_URL"] = env_vars["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint
-    if forward_credentials:
-        env_vars.update({n: os.environ[n] for n in FORWARDED_ENV if os.environ.get(n)})
+    env_vars.update({n: os.environ[n] for n in FORWARDED_ENV if os.environ.get(n)})
     env_vars.update(env or {})
 
     # `python -m rrn`, not the `rrn` script: the job runs with the cluster's Python (the
@@ -256,9 +289,89 @@ def _jobs_by_id(client: JobSubmissionClient) -> dict[str, JobDetails]:
     return {j.submission_id: j for j in client.list_jobs() if j.submission_id}
 
 
-def submit(client: JobSubmissionClient, request: JobRequest, resubmit: bool = False) -> SubmitOutcome:
+_RAY_NOISE = re.compile(r"^(\d{4}-\d\d-\d\d [\d:,]+\s+INFO |Running entrypoint for job )")
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    """The last lines a job printed (Ray's own INFO lines left out), secrets in URLs
+    masked, on one line."""
+    kept = [line.strip() for line in text.splitlines() if line.strip() and not _RAY_NOISE.match(line)][-lines:]
+    return storage.redact_text(" | ".join(kept)) or "no output"
+
+
+def _forget(client: JobSubmissionClient, sid: str, wait_s: float = 30, settle_s: float = 2) -> None:
+    """Stop the check job if it still runs, then delete it: it must not show in
+    `rrn jobs list`. Ray's job monitor writes a deleted job back (FAILED, "supervisor
+    actor died") when the deletion beats the supervisor's exit, so it is deleted again
+    until it has stayed gone for `settle_s` (a few monitor periods)."""
+    deadline = time.monotonic() + wait_s
+    gone_since: float | None = None
+    while time.monotonic() < deadline:
+        try:
+            status = client.get_job_status(sid)
+        except RuntimeError:  # 404: gone
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since >= settle_s:
+                return
+        else:
+            gone_since = None
+            try:
+                if status.is_terminal():
+                    client.delete_job(sid)
+                else:
+                    client.stop_job(sid)
+            except RuntimeError:
+                pass  # raced with the monitor: the next round sees the new state
+        time.sleep(0.25)
+
+
+def _submit_when_agent_ready(client: JobSubmissionClient, wait_s: float = 30, **job: Any) -> None:
+    """submit_job, retried while a just-started head answers "No available agent to
+    submit job" (its dashboard agent registers seconds after the dashboard)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.submit_job(**job)
+            return
+        except RuntimeError as err:
+            if "no available agent" in str(err).lower() and time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            raise JobsError(f"the cluster check job could not start: {storage.redact_text(str(err))}") from None
+
+
+def check_cluster_can_run(client: JobSubmissionClient, request: JobRequest,
+                          timeout_s: float = CHECK_TIMEOUT_S, poll: float = 0.5) -> None:
+    """Run `PROBE_ENTRYPOINT` with the request's runtime env (its working_dir and
+    variables, 0 CPUs so a busy cluster still answers) and refuse (JobsError) unless
+    it succeeds: the sweep would otherwise upload, start and fail on the cluster.
+    The check job is deleted afterwards, whatever its outcome."""
+    from orchestration.cluster_probe import OK_MARK
+
+    probe_id = f"{request.submission_id}-check-{uuid.uuid4().hex[:6]}"
+    _submit_when_agent_ready(client, entrypoint=PROBE_ENTRYPOINT, submission_id=probe_id,
+                             runtime_env=request.runtime_env, entrypoint_num_cpus=0,
+                             metadata={"submitted_by": "rrn", "check_for": request.submission_id})
+    try:
+        status = wait_for(client, probe_id, timeout=timeout_s, poll=poll)
+        info = client.get_job_info(probe_id)
+        output = client.get_job_logs(probe_id)
+    finally:
+        _forget(client, probe_id)
+    if str(status) == "SUCCEEDED" and OK_MARK in output:
+        return
+    state = f"was still {status} after {timeout_s:g} s" if not status.is_terminal() else f"ended {status}"
+    detail = _tail(output) if _tail(output) != "no output" else storage.redact_text(info.message or "no output")
+    raise JobsError(f"the cluster cannot run rrn: `{PROBE_ENTRYPOINT}` with this job's runtime env {state}: "
+                    f"{detail}. Start Ray from the environment rrn is installed in (activate "
+                    "its venv before `ray start`) or use the project's image; --no-check skips this check")
+
+
+def submit(client: JobSubmissionClient, request: JobRequest, resubmit: bool = False,
+           check_timeout_s: float | None = CHECK_TIMEOUT_S) -> SubmitOutcome:
     """Submit unless this exact job exists; with `resubmit`, a finished one runs again
-    under `<id>-<n>`. A job still pending or running is never duplicated."""
+    under `<id>-<n>`. A job still pending or running is never duplicated. Before a new
+    submission the cluster is checked (`check_cluster_can_run`; None skips it)."""
     jobs = _jobs_by_id(client)
     runs = _runs_of(jobs, request.submission_id)
     new_id = request.submission_id
@@ -272,6 +385,8 @@ def submit(client: JobSubmissionClient, request: JobRequest, resubmit: bool = Fa
                                  f"job {runs[-1]} for this space and commit already ran ({latest.status}); "
                                  "pass --resubmit to run it again")
         new_id = f"{request.submission_id}-{len(runs) + 1}"
+    if check_timeout_s is not None:
+        check_cluster_can_run(client, request, timeout_s=check_timeout_s)
     try:
         client.submit_job(entrypoint=request.entrypoint, submission_id=new_id,
                           runtime_env=request.runtime_env, metadata=request.metadata,

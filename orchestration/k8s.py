@@ -430,7 +430,9 @@ def rayjob_manifests(facts: SweepFacts, options: RayJobOptions) -> tuple[list[di
         }],
     }
     spec: dict[str, Any] = {
-        "entrypoint": f"rrn sweep {SPACE_MOUNT}/space.yaml",
+        # The cluster's Python, not the `rrn` script: PATH need not hold the image's
+        # scripts folder (as for `rrn submit`, see orchestration/jobs.py).
+        "entrypoint": f"python -m rrn sweep {SPACE_MOUNT}/space.yaml",
         "submissionMode": "K8sJobMode",
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": options.ttl_seconds,

@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
-from orchestration.tags import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND, TAG_PARENT
+from orchestration.names import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND, TAG_PARENT
+from orchestration.storage import default_tracking_uri
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -26,8 +27,6 @@ def resolve_tracking_uri(uri: str | None) -> str:
     in the driver. A bare `*.db` path is read as a sqlite file.
     """
     if uri is None:
-        from orchestration.storage import default_tracking_uri
-
         uri = default_tracking_uri()
     uri = str(uri).strip()
     scheme = urlparse(uri).scheme.lower()

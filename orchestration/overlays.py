@@ -13,8 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from rrn_core.config import IGNORE_INDEX
+from rrn_core.constants import IGNORE_INDEX
+from rrn_core.data.palette import voc_palette
+from rrn_core.visualize import overlay
 
 #: Each panel is drawn at least this many pixels wide.
 MIN_PANEL_PX = 320
@@ -23,13 +28,6 @@ MIN_PANEL_PX = 320
 def overlay_figure(image: np.ndarray, gt: np.ndarray, pred: np.ndarray,
                    class_names: Sequence[str], path: str | Path, title: str = "") -> None:
     """Write image | ground truth | prediction with titles and a class legend as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    from rrn_core.data.palette import voc_palette
-    from rrn_core.visualize import overlay
-
     num_classes = len(class_names)
     h, w = image.shape[:2]
     scale = max(1, int(np.ceil(MIN_PANEL_PX / max(w, 1))))

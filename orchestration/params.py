@@ -3,9 +3,10 @@
 A trial logged all 76 config fields: a supervised run showed `method.w_cps` and the
 critic's settings, and `runtime.output_dir` (a temporary folder, different in every
 trial) made every run look different in the UI's param diff and leaked into
-`best_config.yaml`. Here a run keeps only what its method reads and nothing that
-names this machine's scratch space, so the UI's "show diff only" shows what
-actually differs between trials.
+`best_config.yaml`. Here a run keeps only what its method reads (its `method:`
+section holds only its own fields; unlabeled-data settings only for methods that
+read unlabeled images) and nothing that names this machine's scratch space, so
+the UI's "show diff only" shows what actually differs between trials.
 """
 
 from __future__ import annotations
@@ -15,19 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rrn_core.config import RunConfig, flatten
+from rrn_core.methods.table import method_class
 
-#: `method.*` fields by the methods whose step reads them (rrn_core/methods/*.py).
-#: A `method.*` field missing here is logged for every method: a new knob is never
-#: dropped silently, at worst shown where it does not act.
-METHOD_FIELDS: dict[str, frozenset[str]] = {
-    "w_cps": frozenset({"cps", "rrn"}),
-    "unsup_rampup": frozenset({"cps", "fixmatch", "rrn"}),
-    "conf_thresh": frozenset({"fixmatch"}),
-    "w_unsup": frozenset({"fixmatch"}),
-    **{name: frozenset({"rrn"}) for name in (
-        "w_select", "w_drl", "w_fm", "tau_region", "region_rule", "keep_fraction", "select_per",
-        "drl_rampup", "warmup_epochs", "cross_check", "drl", "feature_matching", "discriminator")},
-}
 #: Data fields that only matter to methods training on unlabeled images.
 UNLABELED_DATA_FIELDS = ("unlabeled_batch_size", "cutmix", "unlabeled_split")
 #: Runtime fields the runner sets per execution (a trial's temporary folder, its
@@ -35,9 +25,7 @@ UNLABELED_DATA_FIELDS = ("unlabeled_batch_size", "cutmix", "unlabeled_split")
 RUNNER_FIELDS = ("output_dir", "resume", "progress")
 
 
-def _uses(method: str, section: str, field: str, uses_unlabeled: bool) -> bool:
-    if section == "method" and field in METHOD_FIELDS:
-        return method in METHOD_FIELDS[field]
+def _uses(section: str, field: str, uses_unlabeled: bool) -> bool:
     if section == "data" and field in UNLABELED_DATA_FIELDS:
         return uses_unlabeled
     if section == "runtime" and field in RUNNER_FIELDS:
@@ -75,13 +63,13 @@ def run_params(cfg: RunConfig, tree: dict[str, Any] | None = None,
     `keep` are keys logged whatever the method (a sweep's grid and searched keys: the
     sweep set them, and the report reads every trial's value back).
     """
-    method = cfg.method.name
+    uses_unlabeled = method_class(cfg.method.name).uses_unlabeled
     tree = portable_tree(cfg) if tree is None else tree
     always = set(keep)
     kept: dict[str, Any] = {}
     for key, value in flatten(tree).items():
         section, _, rest = key.partition(".")
         field = rest.split(".", 1)[0]
-        if key in always or _uses(method, section, field, cfg.method.uses_unlabeled):
+        if key in always or _uses(section, field, uses_unlabeled):
             kept[key] = value
     return kept

@@ -19,9 +19,19 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+import numpy as np
+import ray
+from mlflow import MlflowClient
+
+from orchestration import placement_hooks, storage
+from orchestration.names import CLASS_IOU_PREFIX, RESULT_COLLAPSED, TRAIN_PREFIX, VAL_PREFIX
+from orchestration.storage import redact_text
+from rrn_core.data.bundle import resolve_class_names
+from rrn_core.data.errors import DataError
+from rrn_core.evaluate import EvalResult
 from rrn_core.preflight import writable_dir_problem, writable_file_problem
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -38,18 +48,32 @@ DEFAULT_PLACEMENT_TIMEOUT_S = 300.0
 # --------------------------------------------------------------------------- tracking
 
 
+def _tracking_scheme(uri: str) -> str:
+    """The store kind: "" for a plain path, else the URI scheme without a +driver."""
+    scheme = urlparse(uri).scheme.lower().split("+", 1)[0]
+    return "" if len(scheme) == 1 and ":\\" in uri else scheme  # C:\\... is a path
+
+
+def tracking_scheme_problem(uri: str, field: str) -> str | None:
+    """An unknown store scheme, said before MLflow is asked: MLflow answers one with a
+    traceback (a server it starts dies with one too: `rrn ui --tracking-uri bogus://x`)."""
+    scheme = _tracking_scheme(uri)
+    if scheme == "" or scheme in TRACKING_SCHEMES:
+        return None
+    return (f"{field}: {redact_text(uri)}: unknown MLflow store scheme {urlparse(uri).scheme!r} "
+            "(use sqlite:///file.db, http(s)://server, file:///folder or postgresql://...)")
+
+
 def tracking_problems(uri: str, field: str) -> list[str]:
     """Why MLflow could not open or write the store `uri` (empty: it can)."""
-    from orchestration.storage import redact_text
-
     shown = redact_text(uri)
     parsed = urlparse(uri)
-    scheme = parsed.scheme.lower().split("+", 1)[0]
-    if scheme == "" or (len(scheme) == 1 and ":\\" in uri):  # a plain path: a file store
+    scheme = _tracking_scheme(uri)
+    if scheme == "":  # a plain path: a file store
         return [p for p in [writable_dir_problem(uri, field)] if p]
-    if scheme not in TRACKING_SCHEMES:
-        return [f"{field}: {shown}: unknown MLflow store scheme {parsed.scheme!r} (use sqlite:///file.db, "
-                "http(s)://server, file:///folder or postgresql://...)"]
+    unknown = tracking_scheme_problem(uri, field)
+    if unknown:
+        return [unknown]
     if scheme == "sqlite":
         raw = uri.split(":///", 1)[1] if ":///" in uri else ""
         if not raw or raw == ":memory:":
@@ -67,10 +91,6 @@ def tracking_problems(uri: str, field: str) -> list[str]:
 
 def _server_problem(uri: str) -> str | None:
     """A tracking server must answer before anything starts (each trial would fail alone)."""
-    from mlflow import MlflowClient
-
-    from orchestration.storage import redact_text
-
     names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
     saved = {k: os.environ.get(k) for k in names}
     os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
@@ -94,8 +114,6 @@ def _server_problem(uri: str) -> str | None:
 def storage_problems(path: str, field: str) -> list[str]:
     """A local Ray storage folder must be creatable and writable (remote stores are
     read by the sweep's existing-results check, which names them on failure)."""
-    from orchestration import storage
-
     if storage.is_remote(path):
         return []
     return [p for p in [writable_dir_problem(path, field)] if p]
@@ -108,20 +126,13 @@ def metric_problem(metric: str, cfg: RunConfig, field: str = "metric") -> str | 
     """The objective must be a value every evaluation reports: the val metrics of
     rrn_core's EvalResult (per-class IoU left out: absent where a class does not
     occur), the collapse flag, or a train/ scalar of the last log window."""
-    import numpy as np
-
-    from orchestration.tags import RESULT_COLLAPSED
-    from rrn_core.data.bundle import resolve_class_names
-    from rrn_core.data.errors import DataError
-    from rrn_core.evaluate import EvalResult
-
     try:
         names = resolve_class_names(cfg.data)
     except DataError:
         names = [f"class_{i}" for i in range(cfg.data.num_classes)]
-    every = EvalResult(np.eye(len(names), dtype=np.int64), names).as_metrics(prefix="val/")
-    always = [k for k in every if not k.startswith("val/IoU/")] + [RESULT_COLLAPSED]
-    if metric in always or metric.startswith("train/"):
+    every = EvalResult(np.eye(len(names), dtype=np.int64), names).as_metrics(prefix=VAL_PREFIX)
+    always = [k for k in every if not k.startswith(CLASS_IOU_PREFIX)] + [RESULT_COLLAPSED]
+    if metric in always or metric.startswith(TRAIN_PREFIX):
         return None
     if metric in every:
         return (f"{field}: {metric!r} is missing from evaluations in which that class does not occur; "
@@ -137,8 +148,6 @@ def metric_problem(metric: str, cfg: RunConfig, field: str = "metric") -> str | 
 
 def alive_nodes() -> list[dict[str, float]]:
     """Each alive node's resource totals (Ray must be connected)."""
-    import ray
-
     return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
 
 
@@ -185,29 +194,18 @@ def resource_problems(nodes: Sequence[Mapping[str, float]], bundle: Mapping[str,
 class PlacementWatchdog:
     """A Tune callback + stopper: stops the sweep when trials have waited for
     resources for `timeout_s` with none running (the cluster's totals fit a trial,
-    but something else holds them), instead of letting Tune wait forever."""
+    but something else holds them), instead of letting Tune wait forever.
+
+    The newest watchdog is the process's live one: the hooks (placement_hooks.py)
+    act on it, also after `Tuner.restore` brought back the hooks a first run saved."""
 
     def __init__(self, timeout_s: float) -> None:
-        from ray import tune
-
         self.timeout_s = timeout_s
         self.fired = False
         self._since: float | None = None
-        watchdog = self
-
-        class _Callback(tune.Callback):
-            def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
-                watchdog.observe([str(t.status) for t in trials])
-
-        class _Stopper(tune.Stopper):
-            def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-                return False
-
-            def stop_all(self) -> bool:
-                return watchdog.fired
-
-        self.callback = _Callback()
-        self.stopper = _Stopper()
+        self.callback = placement_hooks.WatchdogCallback()
+        self.stopper = placement_hooks.WatchdogStopper()
+        placement_hooks.set_live(self)
 
     def observe(self, statuses: Sequence[str], now: float | None = None) -> None:
         """Record one controller step's trial statuses."""

@@ -27,10 +27,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.text import Text
 
+from orchestration.names import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, RESULT_COLLAPSED, STEP_KEY,
+                                 TOTAL_STEPS_KEY)
 from orchestration.naming import run_name
-from orchestration.searcher import FULLY_TRAINED, GRID_KEY, PARAMS_KEY, STEP_KEY, TOTAL_STEPS_KEY
-from orchestration.tags import RESULT_COLLAPSED
 
 
 class _StatusLine:
@@ -40,8 +44,6 @@ class _StatusLine:
         self._progress = progress
 
     def __rich__(self) -> Any:
-        from rich.text import Text
-
         return Text(self._progress.status_line(), style="bold")
 
 
@@ -78,8 +80,6 @@ class SweepProgress(Callback):
     @property
     def console(self) -> Any:
         if self._console is None:
-            from rich.console import Console
-
             self._console = Console(stderr=True, soft_wrap=True, highlight=False)
         return self._console
 
@@ -146,15 +146,11 @@ class SweepProgress(Callback):
     # ------------------------------------------------------------------ output
 
     def _start_live(self) -> None:
-        from rich.live import Live
-
         self._live = Live(_StatusLine(self), console=self.console, transient=True,
                           refresh_per_second=1, redirect_stdout=False, redirect_stderr=False)
         self._live.start()
 
     def _print(self, event: str, style: str = "") -> None:
-        from rich.markup import escape
-
         head = f"[{style}]{escape(event)}[/]" if style else escape(event)
         stamp = f"[dim]{time.strftime('%H:%M:%S')}[/]"
         if self._is_live():
@@ -182,28 +178,28 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         self._see(trials)
-        value = result.get(self.metric)
-        self._offer(trial.trial_id, value)
-        collapsed = self._note_collapse(trial.trial_id, result)
+        shown, collapsed = self._record_value(trial, result)
         step, total = result.get(STEP_KEY), result.get(TOTAL_STEPS_KEY)
         where = f"step {int(step)}/{int(total)}" if step is not None and total is not None else ""
-        shown = "-" if value is None else f"{float(value):.4f}"
-        flag = " COLLAPSED (predicts one class)" if collapsed else ""
-        self._print(f"eval    {self._label(trial)} {where} {self.metric} {shown}{flag}",
+        self._print(f"eval    {self._label(trial)} {where} {self.metric} {shown}",
                     "red" if collapsed else "")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._see(trials)
         self._ending[trial.trial_id] = "TERMINATED"
         result = getattr(trial, "last_result", {}) or {}
+        shown, collapsed = self._record_value(trial, result)
+        how = "done   " if result.get(FULLY_TRAINED) else "stopped"
+        self._print(f"{how} {self._label(trial)} {self.metric} {shown}",
+                    "red" if collapsed else "green")
+
+    def _record_value(self, trial: Any, result: dict) -> tuple[str, bool]:
+        """Note a trial's objective and collapse verdict; its text for a console line."""
         value = result.get(self.metric)
         self._offer(trial.trial_id, value)
         collapsed = self._note_collapse(trial.trial_id, result)
-        how = "done   " if result.get(FULLY_TRAINED) else "stopped"
         shown = "-" if value is None else f"{float(value):.4f}"
-        flag = " COLLAPSED (predicts one class)" if collapsed else ""
-        self._print(f"{how} {self._label(trial)} {self.metric} {shown}{flag}",
-                    "red" if collapsed else "green")
+        return shown + (" COLLAPSED (predicts one class)" if collapsed else ""), collapsed
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._see(trials)
@@ -219,3 +215,43 @@ class SweepProgress(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._see(trials)
         self.close()
+
+
+#: The SweepProgress of the sweep this process runs (one sweep per driver).
+_live: SweepProgress | None = None
+
+
+class LiveProgressCallback(Callback):
+    """The callback Tune holds: stateless, it hands each event to this process's
+    live `SweepProgress`.
+
+    Tune pickles its callbacks into the experiment state, and `Tuner.restore` (Ray
+    2.60) takes no callbacks: a resumed sweep runs the unpickled ones. A pickled
+    SweepProgress came back as a detached copy (its live line out of reach of the
+    command's Ctrl-C handling and of `close`); this class pickles by reference and
+    reaches whatever SweepProgress the resuming command made. Its event methods
+    (FORWARDED_EVENTS) are set below.
+    """
+
+
+def _forwarder(name: str) -> Any:
+    def forward(self: LiveProgressCallback, *args: Any, **kwargs: Any) -> None:
+        if _live is not None:
+            getattr(_live, name)(*args, **kwargs)
+    forward.__name__ = name
+    return forward
+
+
+#: The Tune events SweepProgress handles, forwarded one to one.
+FORWARDED_EVENTS = ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error",
+                    "on_trial_recover", "on_experiment_end")
+for _event in FORWARDED_EVENTS:
+    setattr(LiveProgressCallback, _event, _forwarder(_event))
+
+
+def watch(progress: SweepProgress) -> LiveProgressCallback:
+    """Make `progress` the live one and return the callback to hand Tune."""
+    global _live
+    _live = progress
+    return LiveProgressCallback()
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,36 +16,16 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from orchestration.mlflow_store import child_runs, find_runs_by_tags, resolve_tracking_uri, search_all_runs
+from orchestration.names import (CLASS_IOU_PREFIX, METRIC_DOMINANT_SHARE, METRIC_MIOU, ROLE_SWEEP,
+                                 TAG_CHECKPOINT, TAG_COLLAPSED, TAG_COLLAPSED_AT, TAG_GRID_KEYS,
+                                 TAG_LABEL_COUNT, TAG_LABEL_RATIO, TAG_METHOD, TAG_METRIC, TAG_MODE, TAG_ROLE,
+                                 TAG_SEARCH_KEYS, TAG_SEED, TAG_SPLIT_SEED, TAG_SWEEP, TAG_TRIAL_ID)
 from orchestration.naming import axis_text, sanitize_metric_key
 from orchestration.storage import redact_text
-from orchestration.mlflow_store import (
-    child_runs,
-    find_runs_by_tags,
-    resolve_tracking_uri,
-    search_all_runs,
-)
-from orchestration.tags import (
-    ROLE_SWEEP,
-    TAG_CHECKPOINT,
-    TAG_COLLAPSED,
-    TAG_COLLAPSED_AT,
-    TAG_GRID_KEYS,
-    TAG_LABEL_COUNT,
-    TAG_LABEL_RATIO,
-    TAG_METHOD,
-    TAG_METRIC,
-    TAG_MODE,
-    TAG_ROLE,
-    TAG_SEARCH_KEYS,
-    TAG_SEED,
-    TAG_SPLIT_SEED,
-    TAG_SWEEP,
-    TAG_TRIAL_ID,
-)
 
-MIOU = "val/mIoU"
-DOMINANT_SHARE = "val/dominant_share"
-CLASS_IOU_PREFIX = "val/IoU/"
+MIOU = METRIC_MIOU
+DOMINANT_SHARE = METRIC_DOMINANT_SHARE
 #: Per-class IoU columns of the summary frame: `IoU/<class>` (the run's latest value).
 IOU_COLUMN_PREFIX = "IoU/"
 # Axes that already have their own columns; other grid keys become param columns.

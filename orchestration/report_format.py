@@ -15,17 +15,19 @@ import math
 from typing import Any
 
 import pandas as pd
+from rich import box
+from rich.markup import escape
+from rich.table import Table
 
 from orchestration.naming import axis_text, distinct_digits, short_key, value_text
 from orchestration.report import IOU_COLUMN_PREFIX, label_efficiency_data
+from rrn_core.evaluate import COLLAPSE_SHARE
 
 FORMATS = ("table", "csv", "markdown", "json")
 
 
 def collapse_note() -> str:
     """What a collapse flag means; the threshold is rrn_core's (read, not re-derived)."""
-    from rrn_core.evaluate import COLLAPSE_SHARE
-
     return (f"collapsed: the last evaluation predicted one class on at least "
             f"{COLLAPSE_SHARE:.0%} of the pixels (val/dominant_share); its mIoU is the "
             "one-class score, not a result")
@@ -140,9 +142,6 @@ def trial_display(df: pd.DataFrame, wide: bool = False) -> pd.DataFrame:
 def rich_table(frame: pd.DataFrame, title: str) -> Any:
     """A rich table whose values are never cut: each column is at least as wide as its
     widest value (headers may wrap), and anything longer folds instead of `…`."""
-    from rich import box
-    from rich.table import Table
-
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   padding=(0, 1), collapse_padding=True)
     for column in frame.columns:
@@ -160,8 +159,6 @@ def rich_table(frame: pd.DataFrame, title: str) -> Any:
 
 def print_report(console: Any, df: pd.DataFrame, title: str) -> None:
     """`rrn report --format table`: the method x labels summary, then every trial."""
-    from rich.markup import escape
-
     console.print(escape(title), soft_wrap=True)
     if df.empty:
         console.print("no trials logged yet")

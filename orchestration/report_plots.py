@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 from orchestration.naming import method_color, ratio_text
 from orchestration.report import ceiling, class_iou_data, label_efficiency_data
@@ -25,8 +27,6 @@ def _tick(value: float, x: str) -> str:
 def label_efficiency_figure(df: pd.DataFrame, title: str | None = None) -> Any:
     """mIoU vs label amount: one line per method (mean, ±std band where n > 1), n at each
     point, and the supervised-with-all-labels ceiling when the sweep has it."""
-    from matplotlib.figure import Figure
-
     data = label_efficiency_data(df)
     x = data.attrs["x"]
     sweep = df.attrs.get("sweep")
@@ -80,9 +80,6 @@ def label_efficiency_plot(df: pd.DataFrame, path: str | Path) -> None:
 
 def class_iou_figure(df: pd.DataFrame) -> Any:
     """Heat map of per-class IoU: rows `method r=1/8`, columns classes, values printed."""
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
     table = class_iou_data(df)
     sweep = df.attrs.get("sweep")
     rows, cols = table.shape if not table.empty else (1, 1)

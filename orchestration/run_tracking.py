@@ -25,7 +25,14 @@ from rrn_core.loop import TrainHooks
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from rrn_core.evaluate import EvalResult
 
-from orchestration.tags import TAG_RUN_KEY
+import os
+
+from mlflow import MlflowClient
+
+from orchestration.mlflow_store import ensure_experiment, find_runs_by_tags, resolve_tracking_uri
+from orchestration.names import ROLE_TRAIN, TAG_ROLE, TAG_RUN_KEY, VAL_PREFIX
+from orchestration.naming import config_run_name
+from orchestration.tracking import RunLogger, config_tags
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -66,7 +73,7 @@ class MetricsFile(TrainHooks):
 
     def on_evaluation(self, step: int, result: EvalResult, checkpoint_dir: str | None) -> None:
         self._write({"step": step, "kind": "eval", "time": time.time(),
-                     **{k: float(v) for k, v in result.as_metrics(prefix="val/").items()},
+                     **{k: float(v) for k, v in result.as_metrics(prefix=VAL_PREFIX).items()},
                      "collapsed": bool(result.collapsed), "checkpoint": checkpoint_dir})
 
 
@@ -98,13 +105,6 @@ def run_key(cfg: RunConfig) -> str:
 
 def _open_run_logger(cfg: RunConfig, tracking_uri: str | None, experiment: str) -> Any:
     """A RunLogger on a top-level run of `experiment` (created, or continued on resume)."""
-    from mlflow import MlflowClient
-
-    from orchestration.mlflow_store import ensure_experiment, find_runs_by_tags, resolve_tracking_uri
-    from orchestration.naming import config_run_name
-    from orchestration.tags import ROLE_TRAIN, TAG_ROLE
-    from orchestration.tracking import RunLogger, config_tags
-
     uri = resolve_tracking_uri(tracking_uri)
     logger = RunLogger()
     logger.client = MlflowClient(tracking_uri=uri)
@@ -134,8 +134,6 @@ def standalone_hooks(cfg: RunConfig, *, track: bool = True, tracking_uri: str | 
     hooks: list[TrainHooks] = [*extra, MetricsFile(cfg.runtime.output_dir)]
     logger = None
     if track:
-        import os
-
         uri = tracking_uri or os.environ.get("RRN_TRACKING_URI") or os.environ.get(
             "MLFLOW_TRACKING_URI")
         logger = _open_run_logger(cfg, uri, experiment)

@@ -30,20 +30,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestration import ray_compat
+from orchestration.names import FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
     from ray.tune.experiment import Trial
-
-#: Result keys every trial reports with its evaluation metrics: 1.0 when the
-#: evaluation is the run's last one, the loop's step, and the run's length.
-FULLY_TRAINED = "rrn/fully_trained"
-STEP_KEY = "rrn/step"
-TOTAL_STEPS_KEY = "rrn/total_steps"
-WORLD_SIZE_KEY = "rrn/world_size"   # 2+ when the loop ran under a DDP process group
-#: Keys of the config a trial receives from the searcher.
-POINT_KEY = "point"
-GRID_KEY = "grid"
-PARAMS_KEY = "params"
 
 
 class GridSearcher(Searcher):
@@ -145,7 +137,7 @@ class GridSearcher(Searcher):
 
     def studies(self) -> list[optuna.Study | None]:
         """Each grid point's Optuna study (None for a pure grid): for reports and tests."""
-        return [s._ot_study if s is not None else None for s in self._studies]
+        return [ray_compat.optuna_study(s) if s is not None else None for s in self._studies]
 
     def point_of(self, trial_id: str) -> int | None:
         return self._trial_point.get(trial_id)
@@ -233,16 +225,16 @@ class PerPointScheduler(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         inner = self._for(trial)
-        if trial.trial_id in inner._trial_info:
+        if ray_compat.asha_tracks(inner, trial.trial_id):
             inner.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         inner = self._for(trial)
-        if trial.trial_id in inner._trial_info:
+        if ray_compat.asha_tracks(inner, trial.trial_id):
             inner.on_trial_remove(tune_controller, trial)
 
     def stopped_count(self) -> int:
-        return sum(s._num_stopped for s in self._inner.values())
+        return sum(ray_compat.asha_stopped(s) for s in self._inner.values())
 
     def debug_string(self) -> str:
         return (f"ASHA per grid point ({len(self._inner)} active): "

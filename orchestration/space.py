@@ -22,11 +22,15 @@ from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
+import optuna
 import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestration import storage
-from rrn_core.config import RunConfig, set_dotted
+from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, METRIC_MIOU
+from rrn_core.config import METHOD_NAME_KEY, RunConfig, error_lines, rebase_method, set_dotted
+from rrn_core.field_messages import field_message
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -48,10 +52,6 @@ SAMPLERS = {
     "bruteforce": "BruteForceSampler",
 }
 
-#: Environment overrides set by `rrn submit` (explicit flags beat the file).
-ENV_TRACKING_URI = "RRN_TRACKING_URI"
-ENV_STORAGE_PATH = "RRN_STORAGE_PATH"
-ENV_STORAGE_ENDPOINT = "RRN_STORAGE_ENDPOINT_URL"
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _MAX_REPORTED = 12
@@ -226,7 +226,7 @@ class SweepSpace(_Strict):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     search: dict[str, Distribution] = Field(default_factory=dict)
     num_samples: int = Field(1, ge=1)
-    metric: str = Field("val/mIoU", min_length=1)
+    metric: str = Field(METRIC_MIOU, min_length=1)
     mode: Literal["max", "min"] = "max"
     search_alg: SearchAlgConfig = Field(default_factory=SearchAlgConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
@@ -366,8 +366,6 @@ class ResolvedSpace:
 
 def to_optuna_distributions(search: Mapping[str, Distribution]) -> dict[str, optuna.distributions.BaseDistribution]:
     """Optuna distributions for OptunaSearch(space=...), keyed by the dotted field names."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     out: dict[str, optuna.distributions.BaseDistribution] = {}
     for key, d in search.items():
         if d.type == "choice":
@@ -384,8 +382,6 @@ def to_optuna_distributions(search: Mapping[str, Distribution]) -> dict[str, opt
 
 def build_sampler(search_alg: SearchAlgConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler the space names; `seed` overrides search_alg.seed."""
-    import optuna
-
     cls = getattr(optuna.samplers, SAMPLERS[search_alg.sampler])
     kwargs = dict(search_alg.options)
     chosen = search_alg.seed if seed is None else seed
@@ -417,16 +413,14 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return tree
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation (unwrapping Optional/Union), if any."""
+def _models_of(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation: one for a section, several for the
+    `method:` union (one per method), none for a value."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+        return [annotation]
     if get_origin(annotation) in (Union, UnionType):
-        for arg in get_args(annotation):
-            model = _model_of(arg)
-            if model is not None:
-                return model
-    return None
+        return [m for arg in get_args(annotation) for m in _models_of(arg)]
+    return []
 
 
 def _is_mapping_type(annotation: Any) -> bool:
@@ -437,33 +431,40 @@ def _is_mapping_type(annotation: Any) -> bool:
 
 
 def field_problem(key: str) -> str | None:
-    """Why a dotted key is not a RunConfig field (None when it is one)."""
+    """Why a dotted key is not a RunConfig field of any method (None when it is one).
+
+    Under `method.` a key is accepted here when some method has it; whether the
+    method each trial runs has it is checked when the trial's config is built.
+    """
     if not _KEY_RE.match(key):
         return "not a dotted field name like method.w_select"
-    model: type[BaseModel] = RunConfig
+    models: list[type[BaseModel]] = [RunConfig]
     parts = key.split(".")
     for i, part in enumerate(parts):
-        fields = model.model_fields
+        fields = {name: f for m in models for name, f in m.model_fields.items()}
         where = ".".join(parts[:i]) or "RunConfig"
         if part not in fields:
             hint = get_close_matches(part, list(fields), n=1)
             did = f"; did you mean {'.'.join(parts[:i] + [hint[0]])}?" if hint else ""
-            return f"{where} has no field {part!r}{did}"
-        annotation = fields[part].annotation
+            owner = f"no method's {where} section" if len(models) > 1 else where
+            return f"{owner} has no field {part!r}{did}"
         rest = parts[i + 1:]
         if not rest:
             return None
-        sub = _model_of(annotation)
-        if sub is None:
-            if _is_mapping_type(annotation):
+        annotations = [m.model_fields[part].annotation for m in models if part in m.model_fields]
+        subs = [sub for a in annotations for sub in _models_of(a)]
+        if not subs:
+            if any(_is_mapping_type(a) for a in annotations):
                 return None  # free-form mapping (e.g. runtime.storage_options)
             return f"{'.'.join(parts[:i + 1])} is a value, not a section"
-        model = sub
+        models = subs
     return None
 
 
 def _build_tree(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     tree = yaml.safe_load(yaml.safe_dump(base))  # a deep copy through plain data
+    if METHOD_NAME_KEY in overrides:   # a grid over methods runs each on the base config
+        rebase_method(tree, overrides[METHOD_NAME_KEY])
     for key, value in overrides.items():
         set_dotted(tree, key, value)
     return tree
@@ -491,17 +492,16 @@ def _build_errors(resolved: ResolvedSpace, overrides: Mapping[str, Any],
         _build(resolved.base, overrides)
     except ValidationError as err:
         out = []
-        for e in err.errors():
-            loc = _format_loc(e["loc"])
+        for loc, msg in error_lines(err):
             hits = _attribute(loc, sections)
             if len(hits) == 1 and hits[0][1] == loc:
                 section, key, value = hits[0]
-                out.append(f"{section}.{key}={value!r}: {e['msg']}")
+                out.append(f"{section}.{key}={value!r}: {msg}")
             elif hits:
                 named = ", ".join(f"{s}.{k}={v!r}" for s, k, v in hits)
-                out.append(f"{loc}: {e['msg']} (set by {named})")
+                out.append(f"{loc}: {msg} (set by {named})")
             else:
-                out.append(f"{loc}: {e['msg']} (from the base config {resolved.base_path or 'mapping'})")
+                out.append(f"{loc}: {msg} (from the base config {resolved.base_path or 'mapping'})")
         return out
     except ValueError as err:  # set_dotted: a value where a section is expected
         return [str(err)]
@@ -513,42 +513,24 @@ def _evaluations(cfg: RunConfig) -> int:
 
 
 def _scheduler_errors(space: SweepSpace, cfg: RunConfig) -> list[str]:
-    """ASHA must be able to stop trials, and not before self-training has begun."""
+    """ASHA must be able to stop trials. (Whether it would judge a method before its
+    warm-up ends needs the data set's size: orchestration/prepare.py checks it.)"""
     sch = space.scheduler
     if sch.type != "asha":
         return []
-    errors = []
     evals = _evaluations(cfg)
     if sch.grace_period >= evals:
-        errors.append(f"scheduler.grace_period: {sch.grace_period} evaluations but a trial has only {evals} "
-                      f"(optim.iters {cfg.optim.iters} / eval.every {cfg.eval.every}): ASHA would never stop one")
-    if cfg.method.name != "supervised" and cfg.method.warmup_epochs > 0 and cfg.data.label_count:
-        # The loop's epoch is a pass over the unlabeled set; with the usual label
-        # budgets (a minority of the images) a labeled pass is a lower bound on it,
-        # so this flags only grace periods that are surely too short.
-        per_step = cfg.data.batch_size * space.scaling.num_workers
-        warmup_iters = cfg.method.warmup_epochs * math.ceil(cfg.data.label_count / per_step)
-        grace_iters = sch.grace_period * cfg.eval.every
-        if grace_iters <= warmup_iters:
-            errors.append(
-                f"scheduler.grace_period: {sch.grace_period} evaluations x eval.every {cfg.eval.every} = "
-                f"{grace_iters} iterations, but the self-training warm-up (method.warmup_epochs "
-                f"{cfg.method.warmup_epochs} with {cfg.data.label_count} labels, {per_step} per step) "
-                f"lasts at least {math.ceil(warmup_iters)}: ASHA would judge {cfg.method.name} before it starts")
-    return errors
+        return [f"scheduler.grace_period: {sch.grace_period} evaluations but a trial has only {evals} "
+                f"(optim.iters {cfg.optim.iters} / eval.every {cfg.eval.every}): ASHA would never stop one"]
+    return []
 
 
 def _notes(resolved: ResolvedSpace) -> list[str]:
     s = resolved.space
     notes = []
     if s.scheduler.type == "asha":
-        unchecked = [p for p in resolved.grid_points()
-                     if (cfg := resolved.trial_config(p, {})).data.label_count is None
-                     and cfg.method.name != "supervised"]
-        if unchecked:
-            notes.append("ASHA's grace period must pass the self-training warm-up (method.warmup_epochs); "
-                         "it cannot be checked without data.label_count "
-                         f"(e.g. grid point {resolved.point_label(unchecked[0])})")
+        notes.append("ASHA's grace period is checked against each method's warm-up when the sweep "
+                     "starts (it needs the data set's size)")
     if not s.search and s.num_samples > 1:
         notes.append(f"nothing is searched: each grid point runs {s.num_samples} identical trials")
     if not storage.is_remote(resolved.storage_path):
@@ -586,8 +568,6 @@ def _static_errors(space: SweepSpace) -> list[str]:
 
 
 def _sampler_params(sampler: str) -> set[str]:
-    import optuna
-
     params = inspect.signature(getattr(optuna.samplers, SAMPLERS[sampler])).parameters
     return {name for name in params if name != "seed"}
 
@@ -599,7 +579,7 @@ def load_space(path: str | Path) -> ResolvedSpace:
     try:
         space = SweepSpace.model_validate(tree)
     except ValidationError as err:
-        lines = [f"  {_format_loc(e['loc'])}: {e['msg']}" for e in err.errors()]
+        lines = [f"  {_format_loc(e['loc'])}: {field_message(e, SweepSpace)}" for e in err.errors()]
         raise SpaceError(f"{path}: invalid search space\n" + "\n".join(lines)) from None
 
     base_path = None

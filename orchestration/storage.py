@@ -24,6 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import fsspec
+import pyarrow.fs
+import s3fs
+
+from orchestration.ray_compat import secrets_kept_out_of_trial_envs
+from orchestration.storage_retry import RetryingFSSpecHandler
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import fsspec
     import pyarrow.fs
@@ -104,8 +111,6 @@ def open_fs(url: str, endpoint_url: str | None = None) -> tuple[fsspec.AbstractF
     S3 URLs get `storage_options(endpoint_url)`; other schemes use fsspec's
     defaults (their own credential chains). Local paths come back absolute.
     """
-    import fsspec
-
     if not is_remote(url):
         return fsspec.filesystem("file"), _local_path(url)
     options = storage_options(endpoint_url) if is_s3(url) else {}
@@ -127,15 +132,11 @@ def ray_storage(path: str, endpoint_url: str | None = None) -> tuple[str, pyarro
     """
     if not is_remote(path):
         return _local_path(path), None
-    import pyarrow.fs
 
     # Retried through store outages, all-or-nothing writes (orchestration/storage_retry.py).
-    from orchestration.storage_retry import RetryingFSSpecHandler
-
     if not is_s3(path):
         fs, inner = open_fs(path, endpoint_url)
         return inner.rstrip("/"), pyarrow.fs.PyFileSystem(RetryingFSSpecHandler(fs))
-    import s3fs
 
     secret = set(CREDENTIAL_ENV.values())
     options = {k: v for k, v in storage_options(endpoint_url).items() if k not in secret}
@@ -148,23 +149,13 @@ def credentials_kept_out_of_ray() -> Iterator[None]:
     """Keep AWS_* credentials out of the runtime_env Ray Tune gives each trial actor.
 
     Ray Tune copies AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens
-    from the driver's environment into every trainable's runtime_env
-    (ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE), and Ray's runtime-env
-    agent logs runtime envs at INFO into the session's world-readable log folder:
-    the secret ended up in clear on several lines of runtime_env_agent.log. Trials
-    do not need that copy: the embedded local Ray's workers inherit the driver's
-    environment, and a cluster's nodes carry their own credentials (deploy/).
-    Tune reads the set when it first builds a trial actor, so it is narrowed for
-    the duration of `Tuner.fit` and restored afterwards.
+    from the driver's environment into every trainable's runtime_env, and Ray's
+    runtime-env agent logs runtime envs at INFO into the session's world-readable log
+    folder: the secret ended up in clear on several lines of runtime_env_agent.log.
+    (How: orchestration/ray_compat.py.)
     """
-    from ray.tune.execution import class_cache
-
-    names = {n for n in class_cache.ENV_VARS_TO_PROPAGATE if is_secret_key(n) or n.startswith("AWS_")}
-    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(names)
-    try:
+    with secrets_kept_out_of_trial_envs(is_secret_key):
         yield
-    finally:
-        class_cache.ENV_VARS_TO_PROPAGATE.update(names)
 
 
 _SECRET_WORDS = ("secret", "token", "password", "passwd", "credential", "authorization",

@@ -14,13 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.report_format import (
-    collapse_note,
-    group_display,
-    report_markdown,
-    to_csv,
-    trial_display,
-)
+from orchestration.names import METRIC_MIOU
+from orchestration.report_format import collapse_note, group_display, report_markdown, to_csv, trial_display
 from orchestration.report_plots import class_iou_plot, label_efficiency_plot
 
 _CSS = """
@@ -61,7 +56,7 @@ def _html_table(frame: pd.DataFrame) -> str:
 def summary_html(df: pd.DataFrame, figures: dict[str, Path]) -> str:
     """The whole page as one HTML string."""
     sweep = df.attrs.get("sweep") or "sweep"
-    metric, mode = df.attrs.get("metric", "val/mIoU"), df.attrs.get("mode", "max")
+    metric, mode = df.attrs.get("metric", METRIC_MIOU), df.attrs.get("mode", "max")
     parts = [f"<h1>Sweep {html.escape(str(sweep))}</h1>",
              f"<p class=\"meta\">{len(df)} trial(s); objective {html.escape(metric)} ({mode}); "
              "mIoU is the best evaluation of each trial, the best trial per seed counts.</p>"]

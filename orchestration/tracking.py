@@ -26,61 +26,29 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
-from mlflow.utils.validation import (
-    MAX_METRICS_PER_BATCH,
-    MAX_PARAM_VAL_LENGTH,
-    MAX_PARAMS_TAGS_PER_BATCH,
-    MAX_TAG_VAL_LENGTH,
-)
+from mlflow.utils.validation import (MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH,
+                                     MAX_TAG_VAL_LENGTH)
 
-from orchestration.mlflow_store import (  # noqa: F401  (re-exported)
-    child_runs,
-    ensure_experiment,
-    find_runs_by_tags,
-    local_artifact_root,
-    resolve_tracking_uri,
-    search_all_runs,
-    sqlite_path,
-)
-from orchestration.storage import redact, redact_text
-from orchestration.ui_links import publish_view
-from orchestration.tags import (  # noqa: F401  (re-exported)
-    CONFIG_ARTIFACT,
-    ROLE_SWEEP,
-    ROLE_TRIAL,
-    TAG_BEST_RUN,
-    TAG_BEST_TRIAL,
-    TAG_CHECKPOINT,
-    TAG_COLLAPSED,
-    TAG_COLLAPSED_AT,
-    TAG_COLLAPSED_COUNT,
-    TAG_DATASET_HASH,
-    TAG_GIT_COMMIT,
-    TAG_GIT_COMMIT_MLFLOW,
-    TAG_GRID_KEYS,
-    TAG_LABEL_COUNT,
-    TAG_LABEL_RATIO,
-    TAG_METHOD,
-    TAG_METRIC,
-    TAG_MODE,
-    TAG_NOTE,
-    TAG_PARENT,
-    TAG_RESUMED,
-    TAG_ROLE,
-    TAG_RUN_COLOR,
-    TAG_SEARCH_KEYS,
-    TAG_SEED,
-    TAG_SPACE,
-    TAG_SPLIT_HASH_PREFIX,
-    TAG_SPLIT_SEED,
-    TAG_SWEEP,
-    TAG_TRIAL_COUNT,
-    TAG_TRIAL_ID,
-)
-from orchestration.naming import SWEEP_COLOR, method_color, sanitize_metric_key  # noqa: F401 (tests use it here)
+from orchestration import report
+from orchestration.mlflow_store import child_runs, ensure_experiment, find_runs_by_tags, resolve_tracking_uri
+from orchestration.names import (CLASS_IOU_PREFIX, CONFIG_ARTIFACT, METRIC_MIOU, ROLE_SWEEP, ROLE_TRIAL,
+                                 TAG_BEST_RUN, TAG_BEST_TRIAL, TAG_CHECKPOINT, TAG_COLLAPSED,
+                                 TAG_COLLAPSED_AT, TAG_COLLAPSED_COUNT, TAG_DATASET_HASH, TAG_GIT_COMMIT,
+                                 TAG_GIT_COMMIT_MLFLOW, TAG_GRID_KEYS, TAG_LABEL_COUNT, TAG_LABEL_RATIO,
+                                 TAG_METHOD, TAG_METRIC, TAG_MODE, TAG_NOTE, TAG_PARENT, TAG_RESUMED,
+                                 TAG_ROLE, TAG_RUN_COLOR, TAG_SEARCH_KEYS, TAG_SEED, TAG_SPACE,
+                                 TAG_SPLIT_HASH_PREFIX, TAG_SPLIT_SEED, TAG_SWEEP, TAG_TRIAL_COUNT,
+                                 TAG_TRIAL_ID, VAL_PREFIX)
+from orchestration.naming import SWEEP_COLOR, method_color, sanitize_metric_key
+from orchestration.overlays import overlay_figure
 from orchestration.params import portable_tree, run_params
+from orchestration.report_format import collapse_note, group_display, to_markdown
+from orchestration.storage import redact, redact_text
+from orchestration.summary_page import write_summary_files
+from orchestration.ui_links import publish_view
 from rrn_core.config import RunConfig
 from rrn_core.loop import TrainHooks
+from rrn_core.visualize import confusion_matrix_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,13 +59,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------- metric keys
 
 
-
-
-def class_metric_keys(class_names: Iterable[str], prefix: str = "val/IoU/") -> list[str]:
+def class_metric_keys(class_names: Iterable[str], prefix: str = CLASS_IOU_PREFIX) -> list[str]:
     """Per-class metric keys, unique even when two names sanitise to the same string."""
     keys: list[str] = []
     seen: set[str] = set()
@@ -205,7 +170,7 @@ class SweepTracker:
         sweep = space.space
         search_keys = list(getattr(sweep, "search", None) or {})
         grid = dict(getattr(sweep, "grid", None) or {})
-        metric = getattr(sweep, "metric", "val/mIoU")
+        metric = getattr(sweep, "metric", METRIC_MIOU)
         mode = getattr(sweep, "mode", "max")
         tags: dict[str, Any] = {
             TAG_SPACE: getattr(sweep, "name", self.sweep_name),
@@ -261,9 +226,6 @@ class SweepTracker:
 
     def log_summary(self) -> None:
         """Summary table, label-efficiency plot and best config(s) -> the parent run."""
-        from orchestration import report
-        from orchestration.summary_page import write_summary_files
-
         if self.parent_run_id is None:
             raise RuntimeError("SweepTracker.log_summary() before start()")
         parent = self.client.get_run(self.parent_run_id)
@@ -292,18 +254,15 @@ class SweepTracker:
             best_path = out / "best_config.yaml"
             best_path.write_bytes(files[top["run_id"]].read_bytes())
             self.client.log_artifact(self.parent_run_id, str(best_path), "summary")
-            metric = parent.data.tags.get(TAG_METRIC, "val/mIoU")
+            metric = parent.data.tags.get(TAG_METRIC, METRIC_MIOU)
             self.client.log_metric(self.parent_run_id, f"best/{sanitize_key_path(metric)}",
                                    float(top["objective"]))
             set_tags(self.client, self.parent_run_id,
                      {TAG_BEST_TRIAL: top["trial_id"], TAG_BEST_RUN: top["run_id"]})
 
-
     def _describe(self, df: pd.DataFrame) -> None:
         """The method x labels table as the parent run's description (its Overview page)
         and the number of collapsed trials as a tag."""
-        from orchestration.report_format import collapse_note, group_display, to_markdown
-
         groups = group_display(df) if not df.empty else None
         lines = ["Best trial per seed; open `summary/summary.html` for the plots and all trials."]
         if groups is not None and not groups.empty:
@@ -421,8 +380,8 @@ class RunLogger(TrainHooks):
     def on_evaluation(self, step: int, result: EvalResult, checkpoint_dir: str | None) -> None:
         """Validation metrics, per-class IoU, confusion matrix and overlays at `step`."""
         metrics: dict[str, float] = {}
-        for key, value in result.as_metrics(prefix="val/").items():
-            if not key.startswith("val/IoU/"):
+        for key, value in result.as_metrics(prefix=VAL_PREFIX).items():
+            if not key.startswith(CLASS_IOU_PREFIX):
                 metrics[sanitize_key_path(key)] = float(value)
         for key, iou in zip(class_metric_keys(result.class_names), result.per_class_iou):
             if math.isfinite(float(iou)):  # nan: the class never occurs, nothing to plot
@@ -449,9 +408,6 @@ class RunLogger(TrainHooks):
         set_tags(self.client, self.run_id, tags)
 
     def _log_eval_images(self, step: int, result: EvalResult) -> None:
-        from orchestration.overlays import overlay_figure
-        from rrn_core.visualize import confusion_matrix_figure
-
         folder = f"eval/step_{step:07d}"
         with tempfile.TemporaryDirectory(prefix="rrn-eval-") as tmp:
             out = Path(tmp)

@@ -23,30 +23,30 @@ as `resume_from`. Rank 0 also feeds the trial's MLflow child run.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rrn_core.config import RunConfig, build_config
-from rrn_core.loop import TrainHooks
+import ray
+import ray.train
+from ray import tune
+from ray.train.torch import TorchTrainer, get_device
+from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestration.searcher import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, STEP_KEY,
-                                    TOTAL_STEPS_KEY, WORLD_SIZE_KEY)
-from orchestration.tags import RESULT_COLLAPSED, TAG_EXECUTION, TAG_GRID_POINT
+from orchestration import storage
+from orchestration.names import GRID_KEY, PARAMS_KEY, POINT_KEY, TAG_EXECUTION, TAG_GRID_POINT, TAG_NODES
+from orchestration.naming import run_name
+from orchestration.report_hooks import ReportHooks
+from orchestration.tracking import TrialTracker
+from rrn_core.config import RunConfig, build_config
+from rrn_core.loop import train
+from rrn_core.methods.table import DEFAULT_METHOD
 
 Execution = Literal["auto", "direct", "trainer"]
 EXECUTIONS = ("auto", "direct", "trainer")
-
-#: Fault injection for tests: SIGKILL this process once when the loop logs this step
-#: (guarded by the marker file, created just before the kill, so it happens once).
-ENV_KILL_AT_STEP = "RRN_TEST_KILL_AT_STEP"
-ENV_KILL_MARKER = "RRN_TEST_KILL_MARKER"
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,6 @@ def trial_resources(plan: TrialPlan) -> Any:
     while its workers wait for one deadlocks a 2-core laptop. Ray needs a non-empty
     request, so the trial asks for 1 MiB of Ray's logical memory resource.
     """
-    from ray import tune
-
     bundle = {}
     if plan.execution == "direct":
         bundle = {k: v for k, v in plan.worker_resources().items() if v}
@@ -113,14 +111,11 @@ def trial_resources(plan: TrialPlan) -> Any:
 
 def make_trainable(plan: TrialPlan) -> Any:
     """The Tune trainable: `run_trial` with the plan bound and the resources set."""
-    from ray import tune
-
     return tune.with_resources(tune.with_parameters(run_trial, plan=plan), trial_resources(plan))
 
 
 def trial_run_name(plan: TrialPlan, config: Mapping[str, Any], trial_id: str) -> str:
     """`rrn r=1/8 s=0 lr=0.0106` (see orchestration/naming.py); the trial id is a tag."""
-    from orchestration.naming import run_name
 
     point = int(config[POINT_KEY])
     grid = dict(config.get(GRID_KEY) or {})
@@ -130,92 +125,7 @@ def trial_run_name(plan: TrialPlan, config: Mapping[str, Any], trial_id: str) ->
 
 def tree_method(tree: Mapping[str, Any]) -> str:
     """The method of a grid point's config tree (when `method.name` is not a grid axis)."""
-    return str((tree.get("method") or {}).get("name", "rrn"))
-
-
-# --------------------------------------------------------------------------- hooks
-
-
-class ReportHooks(TrainHooks):
-    """Forward the loop's evaluations to Ray (metrics + checkpoint) and to MLflow.
-
-    One Ray report per evaluation, on every rank (Ray Train needs the same number of
-    reports from each), checkpoint attached on rank 0 only. Tune's
-    `training_iteration` therefore counts evaluations, which is what ASHA's
-    grace_period/max_t are expressed in.
-    """
-
-    def __init__(self, report: Callable[..., None], checkpoint_from_dir: Callable[[str], Any],
-                 *, is_main: bool, total_steps: int, tracker: Any | None = None,
-                 latest_checkpoint: Callable[[], Any] | None = None,
-                 storage_scheme: str = "") -> None:
-        self._report = report
-        self._checkpoint_from_dir = checkpoint_from_dir
-        self._is_main = is_main
-        self._total = total_steps
-        self._tracker = tracker
-        self._latest = latest_checkpoint
-        self._scheme = storage_scheme
-        self._train: dict[str, float] = {}
-        self.final_reported = False   # the run's last evaluation reached Ray
-
-    def on_log(self, step: int, scalars: dict[str, float]) -> None:
-        self._train = dict(scalars)
-        if self._tracker is not None:
-            self._tracker.on_log(step, scalars)
-        _maybe_inject_fault(step)
-
-    def on_evaluation(self, step: int, result: Any, checkpoint_dir: str | None) -> None:
-        if self._tracker is not None:
-            self._tracker.on_evaluation(step, result, None)
-        metrics: dict[str, float] = {}
-        for key, value in result.as_metrics(prefix="val/").items():
-            value = float(value)
-            if value == value:  # per-class IoU is nan for absent classes: nothing to report
-                metrics[key] = value
-        metrics.update(self._train)
-        # rrn_core's own verdict, so the console can flag a collapse without re-deriving it
-        metrics[RESULT_COLLAPSED] = float(result.collapsed)
-        metrics[STEP_KEY] = float(step)
-        metrics[TOTAL_STEPS_KEY] = float(self._total)
-        metrics[FULLY_TRAINED] = float(step >= self._total)
-        metrics[WORLD_SIZE_KEY] = float(_world_size())
-        checkpoint = None
-        if self._is_main and checkpoint_dir is not None:
-            checkpoint = self._checkpoint_from_dir(checkpoint_dir)
-        # Set before reporting: Tune may stop the trial inside this very call (ASHA at
-        # max_t), and the result has reached Tune by then.
-        self.final_reported = step >= self._total
-        self._report(metrics, checkpoint=checkpoint)
-        if checkpoint is not None and self._tracker is not None and self._latest is not None:
-            self._tag_checkpoint()
-
-    def _tag_checkpoint(self) -> None:
-        """Point the child run at the checkpoint Ray persisted (the loop's own folder is
-        a temporary one on the worker)."""
-        from orchestration.tracking import TAG_CHECKPOINT
-
-        persisted = self._latest() if self._latest is not None else None
-        if persisted is not None:
-            self._tracker.client.set_tag(self._tracker.run_id, TAG_CHECKPOINT,
-                                         f"{self._scheme}{persisted.path}")
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _maybe_inject_fault(step: int) -> None:
-    """Tests only: die like an OOM-killed worker, once, at a chosen step."""
-    target = os.environ.get(ENV_KILL_AT_STEP)
-    marker = os.environ.get(ENV_KILL_MARKER)
-    if not target or not marker or int(target) != step or Path(marker).exists():
-        return
-    Path(marker).write_text(f"pid {os.getpid()} killed at step {step}\n")
-    time.sleep(2.0)  # let the driver register the last reported checkpoint
-    os.kill(os.getpid(), signal.SIGKILL)
+    return str((tree.get("method") or {}).get("name", DEFAULT_METHOD))
 
 
 # --------------------------------------------------------------------------- running
@@ -232,9 +142,7 @@ class _Tracking:
     run_name: str
     tags: dict[str, str]
 
-    def open(self, cfg: RunConfig) -> Any:
-        from orchestration.tracking import TrialTracker
-
+    def open(self, cfg: RunConfig) -> TrialTracker:
         return TrialTracker(self.tracking_uri, self.experiment, self.parent_run_id, self.trial_id,
                             self.run_name, cfg, tags=self.tags)
 
@@ -246,8 +154,6 @@ def _train_reporting(cfg: RunConfig, *, trial_id: str, is_main: bool, tracking: 
     """Run the loop in a private temp dir, resuming from Ray's last checkpoint if any.
 
     `device`: the GPU Ray assigned to this worker (None: rrn_core picks from the config)."""
-    from rrn_core.loop import train
-
     workdir = Path(tempfile.mkdtemp(prefix=f"rrn-trial-{trial_id}-"))
     tracker = None
     hooks: ReportHooks | None = None
@@ -257,11 +163,13 @@ def _train_reporting(cfg: RunConfig, *, trial_id: str, is_main: bool, tracking: 
         previous = latest_checkpoint()
         if previous is not None:
             resume_from = previous.to_directory(str(workdir / "resume"))
-        run_cfg = build_config(cfg.model_dump(mode="json"), {
-            "runtime.output_dir": str(workdir / "run"),
-            "runtime.resume": False,     # resume only from what Ray persisted
-            "runtime.progress": False,   # no progress bars in worker logs
-        })
+        # The trial's config was validated once, in run_trial; these runtime fields
+        # are set by the runner and known to be valid, so they are copied in.
+        run_cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={
+            "output_dir": str(workdir / "run"),
+            "resume": False,     # resume only from what Ray persisted
+            "progress": False,   # no progress bars in worker logs
+        })})
         if is_main and tracking is not None:
             tracker = tracking.open(run_cfg)
             _tag_node(tracker)
@@ -284,18 +192,12 @@ def _train_reporting(cfg: RunConfig, *, trial_id: str, is_main: bool, tracking: 
 def _tag_node(tracker: Any) -> None:
     """Append this Ray node's id to the child run's `rrn.nodes` tag: where each
     attempt of the trial ran (a node failure shows as a second id)."""
-    import ray
-
-    from orchestration.tags import TAG_NODES
-
     node = ray.get_runtime_context().get_node_id()
     previous = tracker.client.get_run(tracker.run_id).data.tags.get(TAG_NODES, "")
     tracker.client.set_tag(tracker.run_id, TAG_NODES, ",".join(filter(None, [previous, node])))
 
 
 def _scheme(plan: TrialPlan) -> str:
-    from orchestration import storage
-
     return "s3://" if storage.is_s3(plan.storage_path) else ""
 
 
@@ -310,10 +212,8 @@ def _tracking(plan: TrialPlan, config: Mapping[str, Any], trial_id: str) -> _Tra
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune trial function (see the module docstring for the two executions)."""
-    from ray import tune
-
     trial_id = tune.get_context().get_trial_id()
-    cfg = plan.trial_config(config)
+    cfg = plan.trial_config(config)   # built and validated once per trial
     tracking = _tracking(plan, config, trial_id)
     if plan.execution == "direct":
         _train_reporting(cfg, trial_id=trial_id, is_main=True, tracking=tracking,
@@ -326,17 +226,11 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 def _fit_trainer(cfg: RunConfig, plan: TrialPlan, trial_id: str, tracking: _Tracking | None) -> None:
     """Fit a TorchTrainer for this trial; its name is the trial id, so a restarted
     trial (or a resumed sweep) continues the same Train run from its checkpoint."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from orchestration import storage
-
     storage_path, filesystem = storage.ray_storage(_join(plan.storage_path, plan.sweep_name, "train"),
                                                    plan.storage_endpoint_url)
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "trial_id": trial_id,
+        train_loop_config={"config": cfg, "trial_id": trial_id,   # pickled as is: no revalidation
                            "tracking": tracking, "storage_scheme": _scheme(plan)},
         scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
                                                resources_per_worker=plan.worker_resources()),
@@ -354,11 +248,7 @@ def _fit_trainer(cfg: RunConfig, plan: TrialPlan, trial_id: str, tracking: _Trac
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """Every Ray Train worker: the loop under the process group Ray set up."""
-    import ray.train
-
-    from ray.train.torch import get_device
-
-    cfg = RunConfig.model_validate(loop_config["config"])
+    cfg: RunConfig = loop_config["config"]
     is_main = ray.train.get_context().get_world_rank() == 0
     # Ray's assignment, not LOCAL_RANK % device_count: they differ with GPU: 2 or 0.5 per worker.
     assigned = get_device()
@@ -383,6 +273,5 @@ def trial_name(trial: Any) -> str:
     return f"p{trial.config.get(POINT_KEY, 0)}-{trial.trial_id}"
 
 
-__all__ = ["EXECUTIONS", "GRID_KEY", "PARAMS_KEY", "POINT_KEY", "ReportHooks", "TrialPlan",
-           "make_trainable", "resolve_execution", "run_trial", "trial_dirname", "trial_name",
-           "trial_resources"]
+__all__ = ["EXECUTIONS", "TrialPlan", "make_trainable", "resolve_execution", "run_trial",
+           "trial_dirname", "trial_name", "trial_resources"]

@@ -22,17 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from orchestration.tags import (
-    ROLE_SWEEP,
-    TAG_COLLAPSED,
-    TAG_LABEL_COUNT,
-    TAG_LABEL_RATIO,
-    TAG_METHOD,
-    TAG_ROLE,
-    TAG_SEED,
-    TAG_SHARED_VIEW_PREFIX,
-    TAG_SWEEP,
-)
+from mlflow import MlflowClient
+
+from orchestration.mlflow_store import find_runs_by_tags
+from orchestration.names import (METRIC_DOMINANT_SHARE, METRIC_MIOU, ROLE_SWEEP, TAG_COLLAPSED, TAG_LABEL_COUNT,
+                                 TAG_LABEL_RATIO, TAG_METHOD, TAG_ROLE, TAG_SEED, TAG_SHARED_VIEW_PREFIX,
+                                 TAG_SWEEP)
 
 #: The UI's model-training (not GenAI) mode, as its own URLs spell it.
 WORKFLOW_TRAINING = "machine_learning"
@@ -53,9 +48,9 @@ def view_state(sweep: str, metric: str, mode: str, searched: Sequence[str],
     """The runs-table state the UI restores from a shared view (`by_count`: the sweep's
     label amounts are image counts, not ratios)."""
     columns = [_column("metrics", metric)]
-    if metric != "val/mIoU":
-        columns.append(_column("metrics", "val/mIoU"))
-    columns += [_column("metrics", "val/dominant_share")]
+    if metric != METRIC_MIOU:
+        columns.append(_column("metrics", METRIC_MIOU))
+    columns += [_column("metrics", METRIC_DOMINANT_SHARE)]
     amount = TAG_LABEL_COUNT if by_count else TAG_LABEL_RATIO
     columns += [_column("tags", key) for key in (TAG_METHOD, TAG_COLLAPSED, amount, TAG_SEED)]
     columns += [_column("params", key) for key in searched]
@@ -114,10 +109,6 @@ class SweepLinks:
 def find_links(tracking_uri: str, experiment: str, sweep: str | None) -> SweepLinks | None:
     """The experiment and the sweep's newest parent run (the newest sweep when `sweep` is
     None); None when the store has no such experiment yet."""
-    from mlflow import MlflowClient
-
-    from orchestration.mlflow_store import find_runs_by_tags
-
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:

@@ -7,20 +7,13 @@ answers at once.
 
 from __future__ import annotations
 
-import typer
-
 from orchestration import cli_jobs, cli_k8s, cli_report, cli_space, cli_sweep, cli_train
 from rrn_core import cli as core_cli
+from rrn_core.cli_errors import cli_app
 from rrn_core.data import cli as data_cli
 
-app = typer.Typer(
-    name="rrn",
-    help="Semi-supervised semantic segmentation with Region Relevance Networks: "
-    "train, sweep on Ray, track in MLflow, deploy on Kubernetes.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = cli_app("rrn", "Semi-supervised semantic segmentation with Region Relevance Networks: "
+              "train, sweep on Ray, track in MLflow, deploy on Kubernetes.")
 
 core_cli.register(app)
 cli_train.register(app)  # `rrn train`, tracked in MLflow (replaces rrn_core's untracked one)

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from fsspec.implementations.local import LocalFileSystem
 
+from rrn_core.errors import UserError
+
 __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -46,7 +48,7 @@ __all__ = [
 _PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be written or read; the message names the URL."""
 
 

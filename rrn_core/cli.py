@@ -6,11 +6,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from rrn_core.cli_errors import fail, user_errors
-
-console = Console(stderr=True, soft_wrap=True)
+from rrn_core.cli_errors import console, fail, out, user_errors
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
@@ -48,7 +45,7 @@ def _config_from_checkpoint(checkpoint: str, config: Path | None, overrides: lis
     """A checkpoint carries its run config, so eval/predict need nothing else; the
     checkpoint, the config and the data it reads are checked before anything runs."""
     from rrn_core.config import build_config, parse_override
-    from rrn_core.preflight import read_checkpoint, run_problems, raise_problems
+    from rrn_core.preflight import raise_problems, read_checkpoint, run_problems
 
     with user_errors():
         state = read_checkpoint(checkpoint, storage_options)
@@ -126,8 +123,8 @@ def predict_command(
     import torch
 
     from rrn_core.data.errors import DataError, read_rgb
-    from rrn_core.evaluate import predict_probs
     from rrn_core.data.transforms import normalize
+    from rrn_core.evaluate import predict_probs
     from rrn_core.loop import dist_info, resolve_device
     from rrn_core.preflight import raise_problems, writable_dir_problem
     from rrn_core.visualize import colorize, overlay
@@ -163,10 +160,9 @@ def predict_command(
 
 
 def _branches_from_state(cfg, state, device):
-    from rrn_core.methods import build_method
-    from rrn_core.loop import load_model_state
-
     from rrn_core.cli_errors import UserError
+    from rrn_core.loop import load_model_state
+    from rrn_core.methods.build import build_method
 
     method = build_method(cfg, cfg.data.num_classes)
     try:
@@ -188,7 +184,7 @@ def _print_eval(result) -> None:
     table.add_column("IoU", justify="right")
     for name, iou in zip(result.class_names, result.per_class_iou):
         table.add_row(name, "-" if math.isnan(iou) else f"{iou:.4f}")
-    Console().print(table)
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

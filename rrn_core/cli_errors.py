@@ -1,5 +1,7 @@
-"""The one contract for user errors in every `rrn` command.
+"""What every `rrn` command prints and how it refuses input: one place, one contract.
 
+`out` (stdout: results, tables) and `err` (stderr: progress, errors) are the
+consoles every command prints through; `cli_app` builds each command group alike.
 A user error (bad config or space field, broken data file, unreachable store,
 unsatisfiable resources) prints one message on stderr that names the file and
 the field, and the command exits with code 2: no traceback, nothing written.
@@ -16,18 +18,28 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rrn_core.errors import UserError
+
 #: Exit code of every refused input.
 USER_ERROR = 2
 
-console = Console(stderr=True, soft_wrap=True)
+#: stdout (results, tables) and stderr (progress, errors); soft wrap keeps long paths
+#: and URIs one greppable line in terminals and job logs.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+console = err   # the name rrn_core's commands use
 
 
-class UserError(ValueError):
-    """An input the user can fix; the message names the file and field."""
+def cli_app(name: str | None, help: str) -> typer.Typer:
+    """A command group with the settings every `rrn` group shares: help on a bare
+    call, -h, and no rich traceback pages (user errors are one line, see `fail`)."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True, pretty_exceptions_enable=False,
+                       context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def fail(message: str, code: int = USER_ERROR) -> typer.Exit:
-    """Print `error: message` and return the Exit to raise (`raise fail(...)`)."""
+    """Print `error: message` and return the Exit to raise: `raise fail(...) from None`
+    (the only contract: callers raise what it returns)."""
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
@@ -39,14 +51,9 @@ def say(message: str) -> None:
 
 @contextmanager
 def user_errors(*extra: type[BaseException]) -> Iterator[None]:
-    """Turn the errors a user can fix into `fail` (exit 2): ConfigError, DataError,
-    UserError, CheckpointError, WeightsError, plus `extra` types."""
-    from rrn_core.checkpoint import CheckpointError
-    from rrn_core.config import ConfigError
-    from rrn_core.data.errors import DataError
-    from rrn_core.models.weights import WeightsError
-
+    """Turn the errors a user can fix (every `UserError`: config, data, checkpoint,
+    weights, preflight) and the `extra` types into `fail` (exit 2)."""
     try:
         yield
-    except (ConfigError, DataError, UserError, CheckpointError, WeightsError, *extra) as err:
+    except (UserError, *extra) as err:
         raise fail(str(err)) from None

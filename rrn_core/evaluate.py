@@ -20,12 +20,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from rich.progress import track
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
 from torch.utils.data.distributed import DistributedSampler
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from rrn_core.config import IGNORE_INDEX, EvalConfig
+from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.transforms import denormalize
+from rrn_core.sections import EvalConfig
 
 __all__ = ["COLLAPSE_SHARE", "EvalResult", "PredictionSample", "evaluate", "predict_probs"]
 
@@ -255,8 +258,6 @@ def evaluate(models: Sequence[nn.Module], loader: Iterable[dict[str, Any]], num_
     (the confusion matrix is all-reduced at the end); each scores its shard and the
     result, identical on all ranks, carries rank 0's overlay samples.
     """
-    from torchmetrics.classification import MulticlassConfusionMatrix
-
     device = torch.device(device)
     rank, world = _rank_world()
     plain = [_unwrap(m) for m in models]
@@ -265,8 +266,6 @@ def evaluate(models: Sequence[nn.Module], loader: Iterable[dict[str, Any]], num_
     use_amp = amp_dtype is not None and device.type == "cuda"
     batches: Iterable[dict[str, Any]] = _local_batches(loader, cfg.max_images, rank, world)
     if progress and rank == 0:
-        from rich.progress import track
-
         batches = track(batches, description="evaluating", transient=True)
     with _eval_mode(plain), torch.no_grad():
         for batch in batches:

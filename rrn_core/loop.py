@@ -11,6 +11,7 @@ here knows about Ray.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 import warnings
@@ -20,20 +21,22 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from torch import nn
 from torch.utils.data import DataLoader
 
-from rrn_core.checkpoint import (capture_rng_state, checkpoint_exists, load_checkpoint,
-                                 restore_rng_state)
+from rrn_core.checkpoint import capture_rng_state, checkpoint_exists, load_checkpoint, restore_rng_state
 from rrn_core.checkpoint_writer import CheckpointWriter
 from rrn_core.config import RunConfig
+from rrn_core.constants import CHECKPOINT_NAME
 from rrn_core.data.bundle import DataBundle, build_datasets
 from rrn_core.data.sampler import ResumableSampler
 from rrn_core.evaluate import EvalResult, evaluate
-from rrn_core.methods import Method, StepContext, StepOutput, build_method
-from rrn_core.methods.base import unwrap
+from rrn_core.methods import Method, StepContext, StepOutput
+from rrn_core.methods.base import steps_per_epoch, unwrap
+from rrn_core.methods.build import build_method
 
-CHECKPOINT_NAME = "last.pt"
 RANK_SEED_STRIDE = 1_000_003  # a prime, so rank seeds never collide with nearby run seeds
 
 
@@ -90,7 +93,6 @@ class DistInfo:
 
 def dist_info() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
-        import os
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     return DistInfo()
 
@@ -142,11 +144,7 @@ def build_optimizers(method: Method, cfg: RunConfig) -> tuple[torch.optim.Optimi
     seg = torch.optim.SGD(
         [{"params": backbone, "lr_mult": 1.0}, {"params": head, "lr_mult": oc.head_lr_mult}],
         lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
-    disc = None
-    if len(method.discriminators):
-        dc = cfg.method.discriminator
-        disc = torch.optim.Adam(method.discriminators.parameters(), lr=dc.lr, betas=dc.betas)
-    return seg, disc
+    return seg, method.critic_optimizer()
 
 
 def apply_step(out: StepOutput, seg_opt: torch.optim.Optimizer,
@@ -327,9 +325,9 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
         ub = dc.unlabeled_batch_size
         unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, dc.num_workers, pin)
         unlabeled_b = infinite_loader(bundle.unlabeled, ub, rt.seed, 2, info, start, dc.num_workers, pin)
-        steps_per_epoch = max(1, len(bundle.unlabeled) // (ub * info.world_size))
+        epoch_steps = steps_per_epoch(len(bundle.unlabeled), ub, info.world_size)
     else:
-        steps_per_epoch = max(1, len(bundle.labeled) // (dc.batch_size * info.world_size))
+        epoch_steps = steps_per_epoch(len(bundle.labeled), dc.batch_size, info.world_size)
 
     val_loader = DataLoader(bundle.val, batch_size=1, shuffle=False, num_workers=0,
                             generator=torch.Generator().manual_seed(rt.seed))
@@ -353,7 +351,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
             if uses_unlabeled:
                 batch["unlabeled_a"] = to_device(next(unlabeled_a), device, rt.channels_last)
                 batch["unlabeled_b"] = to_device(next(unlabeled_b), device, rt.channels_last)
-            ctx = StepContext(step=step, total_steps=oc.iters, epoch=step / steps_per_epoch)
+            ctx = StepContext(step=step, total_steps=oc.iters, epoch=step / epoch_steps)
 
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = method(batch, ctx)
@@ -391,7 +389,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 ckpt_dir = _save(cfg, method, seg_opt, disc_opt, scaler, step, best, info, device,
                                  writer, wait_for_commit)
                 hooks.on_evaluation(step, final, ckpt_dir)
-                progress.update(step, {"val/mIoU": final.miou})
+                progress.update(step, {"mIoU": final.miou})
                 if hooks.should_stop():
                     break
                 window_start = time.perf_counter()  # evaluation time is not step time
@@ -444,8 +442,6 @@ class ConsoleProgress:
         self.bar = None
         if not enabled:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
         self.task = self.bar.add_task(f"{cfg.method.name}", total=cfg.optim.iters, completed=start, info="")
@@ -453,12 +449,14 @@ class ConsoleProgress:
         self.bar.start()
 
     def update(self, step: int, values: dict[str, float]) -> None:
+        """Show the latest `loss` (a log's means hold it as train/loss) and `mIoU`."""
         if self.bar is None:
             return
-        for key in ("train/loss", "val/mIoU"):
-            if key in values:
-                self.info[key] = values[key]
-        text = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in self.info.items())
+        for key, value in values.items():
+            shown = key.rsplit("/", 1)[-1]
+            if shown in ("loss", "mIoU"):
+                self.info[shown] = value
+        text = "  ".join(f"{k} {v:.3f}" for k, v in self.info.items())
         self.bar.update(self.task, completed=step, info=text)
 
     def close(self) -> None:

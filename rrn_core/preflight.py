@@ -15,12 +15,25 @@ store, Ray storage, cluster resources, objective metric) on top of this.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Literal
 
+import fsspec
+import torch
+
+from rrn_core.checkpoint import CheckpointError, CheckpointNotFoundError, load_checkpoint
 from rrn_core.cli_errors import UserError
 from rrn_core.config import RunConfig
+from rrn_core.constants import CHECKPOINT_NAME
+from rrn_core.data.bundle import layout_for
+from rrn_core.data.check import check_dataset
+from rrn_core.data.errors import DataError
+from rrn_core.data.splits import labeled_size
+from rrn_core.methods.table import method_class
 from rrn_core.paths import is_url
 
 DataScope = Literal["all", "val", "none"]
@@ -90,11 +103,6 @@ def _quick_options(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
 
 def remote_problem(url: str, options: Mapping[str, Any], field: str) -> str | None:
     """Why the remote location `url` cannot be used (None: its bucket/root answers)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures import TimeoutError as FutureTimeout
-
-    import fsspec
-
     def probe() -> None:
         fs, path = fsspec.core.url_to_fs(url, **_quick_options(url, options))
         root = path.strip("/").split("/", 1)[0]
@@ -116,8 +124,6 @@ def remote_problem(url: str, options: Mapping[str, Any], field: str) -> str | No
 
 
 def _redact(text: str) -> str:
-    import re
-
     return re.sub(r"(://[^:/@\s]*:)[^@/\s]+@", r"\1***@", text)
 
 
@@ -133,8 +139,6 @@ def output_problem(url: str, options: Mapping[str, Any], field: str) -> str | No
 
 def device_problem(device: str) -> str | None:
     """runtime.device: cuda needs a CUDA device on this machine."""
-    import torch
-
     if device == "cuda" and not torch.cuda.is_available():
         return "runtime.device: 'cuda' but this machine has no CUDA device (use auto or cpu)"
     return None
@@ -150,9 +154,6 @@ def pretrained_problem(cfg: RunConfig) -> str | None:
 
 def unlabeled_count(cfg: RunConfig) -> int:
     """How many unlabeled images the run's split gives, computed without writing it."""
-    from rrn_core.data.bundle import layout_for
-    from rrn_core.data.splits import labeled_size
-
     d = cfg.data
     layout = layout_for(d)
     if d.labeled_split is not None:
@@ -165,15 +166,13 @@ def unlabeled_count(cfg: RunConfig) -> int:
 
 def split_problem(cfg: RunConfig) -> str | None:
     """A semi-supervised method on a split without unlabeled images cannot train."""
-    from rrn_core.data.errors import DataError
-
     try:
         unlabeled = unlabeled_count(cfg)
     except DataError as err:
         return str(err)
     except ValueError as err:
         return f"data: {err}"
-    if cfg.method.uses_unlabeled and unlabeled == 0:
+    if method_class(cfg.method.name).uses_unlabeled and unlabeled == 0:
         return (f"method.name: {cfg.method.name!r} needs unlabeled images but this split leaves "
                 "none (set data.label_ratio < 1 or data.label_count)")
     return None
@@ -182,9 +181,6 @@ def split_problem(cfg: RunConfig) -> str | None:
 def data_problems(cfg: RunConfig, scope: DataScope = "all") -> list[str]:
     """Every problem of the files the run reads: the same scan as `rrn data check`
     (the unlabeled part included, whatever the method), then the split sizes."""
-    from rrn_core.data.check import check_dataset
-    from rrn_core.data.errors import DataError
-
     if scope == "none":
         return []
     root = Path(cfg.data.root)
@@ -236,16 +232,14 @@ def checkpoint_url(target: str) -> str:
         return target
     base = target.rstrip("/")
     if not is_url(base):
-        for candidate in (Path(base) / "last.pt", Path(base) / "checkpoints" / "last.pt"):
+        for candidate in (Path(base) / CHECKPOINT_NAME, Path(base) / "checkpoints" / CHECKPOINT_NAME):
             if candidate.is_file():
                 return str(candidate)
-    return f"{base}/last.pt"
+    return f"{base}/{CHECKPOINT_NAME}"
 
 
 def read_checkpoint(target: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint's state, or a PreflightError naming the file and what is wrong."""
-    from rrn_core.checkpoint import CheckpointError, CheckpointNotFoundError, load_checkpoint
-
     url = checkpoint_url(target)
     try:
         state = load_checkpoint(url, dict(storage_options or {}))
@@ -262,7 +256,7 @@ def read_checkpoint(target: str, storage_options: Mapping[str, Any] | None = Non
     missing = [k for k in ("config", "model") if k not in state]
     if missing:
         raise PreflightError(f"{url}: not an rrn checkpoint (no {', '.join(repr(m) for m in missing)} "
-                             "entry; rrn train writes checkpoints/last.pt)")
+                             f"entry; rrn train writes checkpoints/{CHECKPOINT_NAME})")
     if not isinstance(state["config"], dict):
         raise PreflightError(f"{url}: not an rrn checkpoint ('config' is not a mapping)")
     return state

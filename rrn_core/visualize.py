@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
-from rrn_core.config import IGNORE_INDEX
+from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.palette import voc_palette
 
 __all__ = ["colorize", "confusion_matrix_figure", "overlay", "side_by_side"]
@@ -79,10 +82,6 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str], p
     without ground-truth pixels leaves its row blank. Cell values are printed while
     they fit (up to 15 classes); the figure grows with the class count.
     """
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     confusion = np.asarray(confusion, dtype=np.float64)
     n = confusion.shape[0]
     if confusion.shape != (n, n) or len(class_names) != n:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrn_core.config import IGNORE_INDEX
+from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.errors import DataError
 from rrn_core.data.layout import Layout, Sample
 

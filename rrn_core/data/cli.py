@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
+
+from rrn_core import cli_errors
+from rrn_core.cli_errors import cli_app, err, fail, out
 
 if TYPE_CHECKING:
-    from rrn_core.config import DataConfig
+    from rrn_core.sections import DataConfig
 
-app = typer.Typer(
-    name="data",
-    help="Data sets: generate the synthetic set, draw labeled/unlabeled splits, "
-    "check a data set before a sweep.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-out = Console()
-err = Console(stderr=True)
+app = cli_app("data", "Data sets: generate the synthetic set, draw labeled/unlabeled splits, "
+              "check a data set before a sweep.")
 
 LAYOUTS = ("voc", "cityscapes")
 LayoutOpt = Annotated[Optional[str], typer.Option(
@@ -44,22 +38,10 @@ ValSplitOpt = Annotated[Optional[str], typer.Option(
     "--val-split", help="Val split file (relative to ROOT unless absolute).")]
 
 
-def fail(message: str) -> typer.Exit:
-    from rrn_core.cli_errors import fail as shared_fail
-
-    return shared_fail(message)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix (bad config, bad data, bad option) into exit code 2."""
-    from rrn_core.config import ConfigError
-    from rrn_core.data.errors import DataError
-
-    try:
-        yield
-    except (DataError, ConfigError, ValueError, OSError) as e:
-        raise fail(str(e)) from None
+def user_errors() -> AbstractContextManager[None]:
+    """The shared contract (exit 2), plus the data commands' own option errors
+    (ValueError) and unreadable paths (OSError)."""
+    return cli_errors.user_errors(ValueError, OSError)
 
 
 @contextmanager
@@ -80,7 +62,8 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 def data_config(target: Path, layout: str | None, num_classes: int | None, mask_dir: str | None,
                 train_split: str | None, val_split: str | None) -> DataConfig:
     """A DataConfig from a run config file (its `data` section) or from a data root + options."""
-    from rrn_core.config import DataConfig, load_config
+    from rrn_core.config import load_config
+    from rrn_core.sections import DataConfig
 
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -203,7 +186,7 @@ def stats(
     import numpy as np
     from rich.table import Table
 
-    from rrn_core.config import IGNORE_INDEX
+    from rrn_core.constants import IGNORE_INDEX
     from rrn_core.data.bundle import dataset_fingerprint, layout_for, resolve_class_names
 
     with user_errors():

@@ -19,15 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rrn_core.config import IGNORE_INDEX, CutMixConfig
+from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.layout import Layout, Sample
-from rrn_core.data.transforms import (
-    cutmix_mask,
-    mask_tensor,
-    normalize,
-    shared_geometry,
-    strong_view,
-)
+from rrn_core.data.transforms import cutmix_mask, mask_tensor, normalize, shared_geometry, strong_view
+from rrn_core.sections import CutMixConfig
 
 Key = int | tuple[int, int] | Sequence[int]
 

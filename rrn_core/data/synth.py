@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from rrn_core.config import IGNORE_INDEX
+from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.errors import DataError
 from rrn_core.data.palette import save_mask_png
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from rrn_core.config import IGNORE_INDEX, CutMixConfig
+from rrn_core.constants import IGNORE_INDEX
+from rrn_core.sections import CutMixConfig
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

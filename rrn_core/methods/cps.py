@@ -7,14 +7,23 @@ other. RRN builds on exactly this step, so it reuses `cps_terms`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput, cutmix,
+from rrn_core.methods.base import (Batch, Method, SemiSupervisedSettings, StepContext, StepOutput, cutmix,
                                    mixed_pseudo_labels, split_logits, unsup_weight)
 from rrn_core.methods.losses import ce_loss, cps_loss
 from rrn_core.methods.signals import pseudo_label_accuracy
+
+
+class CPSConfig(SemiSupervisedSettings):
+    """loss = L_sup + ramp * w_cps * L_cps."""
+
+    name: Literal["cps"] = "cps"
+    w_cps: float = Field(1.0, ge=0.0)
 
 
 @dataclass
@@ -59,8 +68,12 @@ def cps_terms(method: Method, batch: Batch) -> CPSTerms:
 
 
 class CPS(Method):
+    config_model = CPSConfig
+    num_branches = 2
+    mcfg: CPSConfig
+
     def forward(self, batch: Batch, ctx: StepContext) -> StepOutput:
         t = cps_terms(self, batch)
-        ramp = unsup_weight(self, ctx)
+        ramp = unsup_weight(self.mcfg, ctx)
         scalars = {**t.scalars, "unsup_ramp": torch.tensor(ramp)}
         return StepOutput(loss=t.sup + ramp * self.mcfg.w_cps * t.cps, scalars=scalars)

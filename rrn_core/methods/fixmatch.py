@@ -13,16 +13,30 @@ The collapse guard (`unsup_rampup`, 0 = off as in the reference) ramps L_unsup.
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from rrn_core.config import IGNORE_INDEX
-from rrn_core.methods.base import (Batch, Method, StepContext, StepOutput, cutmix, split_logits,
-                                   unsup_weight)
+import torch
+from pydantic import Field
+
+from rrn_core.constants import IGNORE_INDEX
+from rrn_core.methods.base import (Batch, Method, SemiSupervisedSettings, StepContext, StepOutput, cutmix,
+                                   split_logits, unsup_weight)
 from rrn_core.methods.losses import ce_loss, confidence_masked_ce
 from rrn_core.methods.signals import pseudo_label_accuracy
 
 
+class FixMatchConfig(SemiSupervisedSettings):
+    """Pixels whose weak-view confidence is >= conf_thresh train the strong view."""
+
+    name: Literal["fixmatch"] = "fixmatch"
+    conf_thresh: float = Field(0.95, ge=0.0, le=1.0)
+    w_unsup: float = Field(1.0, ge=0.0)
+
+
 class FixMatch(Method):
+    config_model = FixMatchConfig
+    mcfg: FixMatchConfig
+
     def forward(self, batch: Batch, ctx: StepContext) -> StepOutput:
         labeled, ua, ub = batch["labeled"], batch["unlabeled_a"], batch["unlabeled_b"]
         x_l, y_l = labeled["image"], labeled["mask"]
@@ -42,7 +56,7 @@ class FixMatch(Method):
 
         sup = ce_loss(logits_l, y_l)
         unsup = confidence_masked_ce(logits_s, pseudo, conf, self.mcfg.conf_thresh, ignore_m)
-        ramp = unsup_weight(self, ctx)
+        ramp = unsup_weight(self.mcfg, ctx)
         valid = ignore_m != IGNORE_INDEX
         confident = (conf >= self.mcfg.conf_thresh) & valid
         gt_m = cutmix(ua["mask"], ub["mask"], box)

@@ -16,14 +16,41 @@ all sizes. The output is logits (no sigmoid) so BCE-with-logits stays AMP-safe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from rrn_core.config import DiscriminatorConfig
+from rrn_core.sections import StrictModel
 
 _NUM_DOWN = 4
+
+
+class DiscriminatorConfig(StrictModel):
+    """`method.discriminator` of RRN: the critic network and its own optimiser (Adam).
+
+    Defined beside the network it builds; RRN's config (rrn_core/methods/rrn.py)
+    holds it, so only a method with critics accepts these fields.
+    """
+
+    regions_per_side: int = Field(3, ge=1, le=64)
+    with_image: bool = False
+    base_channels: int = Field(64, ge=4)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    lr: float = Field(1e-4, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    # What the critic learns (see docs/method.md, "Critics"):
+    # "adversarial" (the release): real = one-hot ground truth, fake = the branch's
+    #   softmax map. A critic can win this by spotting one-hot inputs, and then scores
+    #   every prediction near 0 whatever its quality.
+    # "accuracy" (ours): on labeled images, predict for each region whether the
+    #   branch's own argmax is right on at least `good_accuracy` of its pixels (the
+    #   target is known there); its score is then a learned region-level estimate of
+    #   pseudo-label quality on unlabeled images.
+    objective: Literal["adversarial", "accuracy"] = "accuracy"
+    good_accuracy: float = Field(0.9, gt=0.0, le=1.0)
 
 
 def conv_output_size(size: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> int:

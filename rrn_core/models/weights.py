@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rrn_core.config import ConfigError
 from rrn_core.models.resnet import ResNet
+from rrn_core.sections import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from input_pipeline import (generate_cityscapes, generate_voc, measure_loaders,  # noqa: E402
-                            pipeline_config, profile_stages)
+from input_pipeline import generate_cityscapes, generate_voc, measure_loaders, pipeline_config, profile_stages  # noqa: E402
 
 
 def test_voc_and_cityscapes_trees_feed_the_training_loaders(tmp_path) -> None:

@@ -11,15 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from rrn_core.checkpoint import (
-    CheckpointError,
-    CheckpointNotFoundError,
-    capture_rng_state,
-    checkpoint_exists,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from rrn_core.checkpoint import (CheckpointError, CheckpointNotFoundError, capture_rng_state,
+                                 checkpoint_exists, load_checkpoint, restore_rng_state, save_checkpoint)
 
 
 def make_state(step: int) -> dict:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rrn_core.checkpoint import (CheckpointError, CheckpointNotFoundError, load_checkpoint,
-                                 save_checkpoint, serialize_checkpoint)
+from rrn_core.checkpoint import (CheckpointError, CheckpointNotFoundError, load_checkpoint, save_checkpoint,
+                                 serialize_checkpoint)
 from rrn_core.checkpoint_writer import CheckpointWriter, snapshot_state
 from rrn_core.loop import TrainHooks, hooks_read_checkpoint_files, train
 

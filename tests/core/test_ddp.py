@@ -19,24 +19,24 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from rrn_core.config import RunConfig
+from rrn_core.config import RunConfig, build_config
 from rrn_core.loop import TrainHooks, rank_seed, train
 
 NUM_CLASSES = 4
 
 
-def config(root: Path, out: Path, method: str = "rrn", iters: int = 4) -> RunConfig:
-    return RunConfig.model_validate({
+def config(root: Path, out: Path, method: str = "rrn", iters: int = 4, **extra) -> RunConfig:
+    return build_config({
         "data": {"root": str(root), "num_classes": NUM_CLASSES, "label_ratio": 0.25, "crop_size": 32,
                  "batch_size": 2, "unlabeled_batch_size": 2},
         "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
                   "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
-        "method": {"name": method, "warmup_epochs": 0.0,
+        "method": {"name": "rrn", "warmup_epochs": 0.0,   # RRN's section; other methods keep their share
                    "discriminator": {"regions_per_side": 2, "base_channels": 8}},
         "optim": {"iters": iters, "lr": 0.01},
         "eval": {"every": iters, "overlays": 0},
         "runtime": {"output_dir": str(out), "log_every": 2, "progress": False, "resume": False},
-    })
+    }, {"method.name": method, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +61,20 @@ class LastEval(TrainHooks):
         self.miou = result.miou
 
 
-def _rank(rank: int, world: int, port: int, root: str, out: str, results) -> None:
+def _rank(rank: int, world: int, port: int, root: str, out: str, results, backend: str = "gloo",
+          extra: dict | None = None) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    device = None
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+        device = torch.device("cuda", rank)
+    dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         hooks = LastEval()
-        train(config(Path(root), Path(out)), hooks)
+        train(config(Path(root), Path(out), **(extra or {})), hooks, device=device)
         results.put((rank, {"miou": hooks.miou, "draw": torch.rand(4).tolist()}))
     except BaseException:
         results.put((rank, traceback.format_exc()))
@@ -78,16 +83,18 @@ def _rank(rank: int, world: int, port: int, root: str, out: str, results) -> Non
         dist.destroy_process_group()
 
 
-def run_two_ranks(root: Path, out: Path) -> dict[int, dict]:
+def run_two_ranks(root: Path, out: Path, backend: str = "gloo", extra: dict | None = None,
+                  world: int = 2) -> dict[int, dict]:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(r, 2, port, str(root), str(out), results)) for r in range(2)]
+    procs = [ctx.Process(target=_rank, args=(r, world, port, str(root), str(out), results, backend, extra))
+             for r in range(world)]
     for p in procs:
         p.start()
     got: dict[int, dict] = {}
     try:
-        while len(got) < 2:
+        while len(got) < world:
             try:
                 rank, payload = results.get(timeout=1)
             except queue_mod.Empty:
@@ -104,26 +111,34 @@ def run_two_ranks(root: Path, out: Path) -> dict[int, dict]:
     return got
 
 
-def test_two_ranks_evaluate_the_checkpointed_model_and_draw_their_own_randomness(synth_root, tmp_path):
+def checkpoint_miou(root: Path, out: Path, device: str = "cpu", **extra) -> float:
+    """What the rank-0 checkpoint scores in one process on the whole validation set."""
     from rrn_core.checkpoint import load_checkpoint
     from rrn_core.data.bundle import build_datasets
     from rrn_core.evaluate import evaluate
     from rrn_core.loop import load_model_state
-    from rrn_core.methods import build_method
+    from rrn_core.methods.build import build_method
+
+    cfg = config(root, out, **extra)
+    state = load_checkpoint(str(out / "checkpoints" / "last.pt"))
+    method = build_method(cfg, NUM_CLASSES)
+    load_model_state(method, state["model"])
+    method.to(device)
+    bundle = build_datasets(cfg.data, cfg.runtime.seed)
+    loader = torch.utils.data.DataLoader(bundle.val, batch_size=1, shuffle=False)
+    return evaluate(list(method.branches), loader, NUM_CLASSES, bundle.class_names, cfg.eval, device).miou
+
+
+def test_two_ranks_evaluate_the_checkpointed_model_and_draw_their_own_randomness(synth_root, tmp_path):
+    from rrn_core.checkpoint import load_checkpoint
 
     out = tmp_path / "ddp"
     got = run_two_ranks(synth_root, out)
     # 1. Both ranks logged the same mIoU, and it is what the rank-0 checkpoint scores
     # in one process on the whole validation set.
     assert got[0]["miou"] == pytest.approx(got[1]["miou"], abs=1e-9)
-    cfg = config(synth_root, out)
+    assert got[0]["miou"] == pytest.approx(checkpoint_miou(synth_root, out), abs=1e-9)
     state = load_checkpoint(str(out / "checkpoints" / "last.pt"))
-    method = build_method(cfg, NUM_CLASSES)
-    load_model_state(method, state["model"])
-    bundle = build_datasets(cfg.data, cfg.runtime.seed)
-    loader = torch.utils.data.DataLoader(bundle.val, batch_size=1, shuffle=False)
-    alone = evaluate(list(method.branches), loader, NUM_CLASSES, bundle.class_names, cfg.eval, "cpu")
-    assert got[0]["miou"] == pytest.approx(alone.miou, abs=1e-9)
     # 3. Per-rank randomness: different draws now, and two different saved states.
     assert got[0]["draw"] != got[1]["draw"]
     rng = state["rng"]
@@ -135,3 +150,35 @@ def test_rank_seeds_differ_and_rank_zero_keeps_the_run_seed():
     assert rank_seed(7, 0) == 7
     assert len({rank_seed(7, r) for r in range(8)}) == 8
     assert rank_seed(7, 1) not in {rank_seed(s, 0) for s in range(100)}
+
+
+GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(GPUS < 2, reason="needs 2 CUDA devices (NCCL across two GPUs)")
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_two_gpus_nccl_syncbn_evaluate_the_checkpointed_model(synth_root, tmp_path, amp):
+    """Issue 15 on real hardware: NCCL process group, SyncBatchNorm in both branches
+    (ranks share batch statistics), autocast; every rank logs the mIoU the rank-0
+    checkpoint scores alone, and ranks still draw their own randomness."""
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    extra = {"runtime.device": "cuda", "runtime.amp": amp, "model.sync_bn": True,
+             "runtime.channels_last": True}
+    out = tmp_path / f"nccl-{amp}"
+    got = run_two_ranks(synth_root, out, backend="nccl", extra=extra)
+    assert got[0]["miou"] == pytest.approx(got[1]["miou"], abs=1e-6)
+    alone = checkpoint_miou(synth_root, out, "cuda", **{k: v for k, v in extra.items()
+                                                         if k != "runtime.amp"})
+    assert got[0]["miou"] == pytest.approx(alone, abs=2e-3 if amp != "none" else 1e-6)
+    assert got[0]["draw"] != got[1]["draw"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(GPUS < 1, reason="needs a CUDA device (SyncBatchNorm runs on CUDA only)")
+def test_one_gpu_syncbn_under_nccl_trains_and_matches_its_checkpoint(synth_root, tmp_path):
+    extra = {"runtime.device": "cuda", "model.sync_bn": True}
+    out = tmp_path / "nccl-1"
+    got = run_two_ranks(synth_root, out, backend="nccl", extra=extra, world=1)
+    assert got[0]["miou"] == pytest.approx(checkpoint_miou(synth_root, out, "cuda", **extra), abs=1e-6)

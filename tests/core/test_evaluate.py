@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rrn_core.config import EvalConfig
 from rrn_core.evaluate import EvalResult, evaluate, predict_probs
+from rrn_core.sections import EvalConfig
 
 IGNORE = 255
 
@@ -245,6 +245,36 @@ def test_cuda_with_autocast_matches_cpu() -> None:
                    amp_dtype=torch.bfloat16)
     np.testing.assert_array_equal(gpu.confusion, cpu.confusion)
     np.testing.assert_array_equal(gpu.samples[0].pred, cpu.samples[0].pred)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_autocast_evaluation_of_a_real_network_agrees_with_fp32(amp: str) -> None:
+    """A trained-shape DeepLabV3+ (convs, BN, ASPP, bilinear upsampling: every
+    autocast-eligible op) scored under bf16/fp16 autocast predicts what fp32 does on
+    nearly every pixel; the confusion matrix counts the same pixels."""
+    from rrn_core.models.deeplab import build_segmenter
+    from rrn_core.sections import ModelConfig
+
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    torch.manual_seed(0)
+    net = build_segmenter(ModelConfig(backbone="resnet18", base_width=16, deep_stem=False,
+                                      aspp_channels=32, low_level_channels=8, head_channels=32), 5)
+    net = net.cuda().eval()
+    items = make_case(7, sizes=((65, 97), (64, 64), (33, 47)))
+    for it in items:  # informative inputs: every channel varies
+        it["image"] = it["image"] + torch.randn_like(it["image"])
+    fp32 = evaluate([net], batches(items), 5, NAMES, EvalConfig(overlays=3), "cuda")
+    mixed = evaluate([net], batches(items), 5, NAMES, EvalConfig(overlays=3), "cuda",
+                     amp_dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    assert mixed.confusion.sum() == fp32.confusion.sum()
+    agree = np.mean([np.mean(a.pred == b.pred) for a, b in zip(mixed.samples, fp32.samples)])
+    # An untrained net's logits are close together, so reduced precision may flip a
+    # few near-ties; an overflow (fp16) or a dtype error shows as far less agreement.
+    assert agree >= 0.9, f"{amp} predictions agree with fp32 on only {agree:.3f} of the pixels"
+    assert math.isfinite(mixed.miou)
 
 
 # --- torch.distributed: two gloo ranks must give the single-process confusion matrix ---

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rrn_core.config import DataConfig
 from rrn_core.data import DataError, build_datasets, check_dataset
 from rrn_core.data.palette import save_mask_png
+from rrn_core.sections import DataConfig
 
 
 def cfg_for(root: Path, **kw) -> DataConfig:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rrn_core.config import DataConfig
 from rrn_core.data import build_datasets, make_split, split_hash, write_split
 from rrn_core.data.splits import labeled_size
+from rrn_core.sections import DataConfig
 
 IDS = [f"2007_{i:06d}" for i in range(200)]
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rrn_core.config import CutMixConfig, DataConfig
 from rrn_core.data import build_datasets
 from rrn_core.data.palette import save_mask_png
 from rrn_core.data.transforms import cutmix_boxes, cutmix_mask, denormalize, normalize
+from rrn_core.sections import CutMixConfig, DataConfig
 
 
 def half_black_half_white(root: Path, n: int = 4) -> DataConfig:

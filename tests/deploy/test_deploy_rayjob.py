@@ -80,7 +80,7 @@ def test_gpu_sweep_with_explicit_options(tmp_path: Path) -> None:
     assert rayjob["apiVersion"] == "ray.io/v1" and rayjob["kind"] == "RayJob"
     assert rayjob["metadata"] == {**rayjob["metadata"], "name": "rrn-sweep-k8s-demo", "namespace": "ml"}
     assert config_map["metadata"]["namespace"] == "ml"
-    assert spec["entrypoint"] == "rrn sweep /etc/rrn-space/space.yaml"
+    assert spec["entrypoint"] == "python -m rrn sweep /etc/rrn-space/space.yaml"
     assert spec["submissionMode"] == "K8sJobMode"
     assert spec["shutdownAfterJobFinishes"] is True
     assert (spec["ttlSecondsAfterFinished"], spec["activeDeadlineSeconds"], spec["backoffLimit"]) == (120, 86400, 1)

@@ -11,28 +11,12 @@ import math
 import pytest
 import torch
 
-from rrn_core.methods.losses import (
-    ce_loss,
-    confidence_masked_ce,
-    cps_loss,
-    discriminator_bce,
-    dynamic_region_loss,
-    effective_region_fraction,
-    feature_matching_loss,
-    linear_rampup,
-    local_selection_loss,
-    one_hot,
-    per_pixel_ce,
-    per_region_ce,
-    region_accuracy_bce,
-    region_agreement,
-    region_mean,
-    region_reliability,
-    region_scores_to_pixels,
-    sigmoid_rampup,
-    threshold_regions,
-    top_fraction_regions,
-)
+from rrn_core.methods.losses import (ce_loss, confidence_masked_ce, cps_loss, discriminator_bce,
+                                     dynamic_region_loss, effective_region_fraction, feature_matching_loss,
+                                     linear_rampup, local_selection_loss, one_hot, per_pixel_ce,
+                                     per_region_ce, region_accuracy_bce, region_agreement, region_mean,
+                                     region_reliability, region_scores_to_pixels, sigmoid_rampup,
+                                     threshold_regions, top_fraction_regions)
 
 LN3 = math.log(3.0)
 LOG2, LOG4, LOG4_3 = math.log(2.0), math.log(4.0), math.log(4.0 / 3.0)

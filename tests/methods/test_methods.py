@@ -10,20 +10,28 @@ import torch
 
 from rrn_core.config import RunConfig
 from rrn_core.loop import apply_step, build_optimizers
-from rrn_core.methods import StepContext, build_method
+from rrn_core.methods import StepContext
+from rrn_core.methods.build import build_method
+from rrn_core.methods.table import method_class
 
 NUM_CLASSES = 3
 CROP = 32
 
 
 def tiny_config(method: str, **method_fields) -> RunConfig:
-    return RunConfig.model_validate({
+    """A tiny run of `method`; `method_fields` are applied where the method has them
+    (`conf_thresh` is FixMatch's, `tau_region` RRN's), as a grid over methods does."""
+    section = {"name": "rrn", "warmup_epochs": 0,
+               "discriminator": {"regions_per_side": 2, "base_channels": 8}, **method_fields}
+    tree = {
         "data": {"root": "unused", "num_classes": NUM_CLASSES, "crop_size": CROP},
         "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
                   "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
-        "method": {"name": method, "warmup_epochs": 0,
-                   "discriminator": {"regions_per_side": 2, "base_channels": 8}, **method_fields},
-    })
+        "method": {k: v for k, v in section.items()
+                   if k in method_class(method).config_model.model_fields},
+    }
+    tree["method"]["name"] = method
+    return RunConfig.model_validate(tree)
 
 
 def make_batch(seed: int = 0, b: int = 2) -> dict:

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rrn_core.config import DiscriminatorConfig
 from rrn_core.models import RegionGrid, build_discriminator, conv_output_size, region_grid
+from rrn_core.models.discriminator import DiscriminatorConfig
 
 
 @pytest.mark.parametrize("crop, regions, feature, kernel", [

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from orchestration.tags import ROLE_SWEEP, TAG_PARENT, TAG_ROLE, TAG_SWEEP
+from orchestration.names import ROLE_SWEEP, TAG_PARENT, TAG_ROLE, TAG_SWEEP
 
 SWEEP = "cluster-sweep"
 EXPERIMENT = "rrn-cluster"

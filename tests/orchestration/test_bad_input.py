@@ -1,12 +1,14 @@
 """Every command refuses bad input the same way: exit code 2, one message naming the
 file and the field, no traceback, and nothing written anywhere.
 
-One table, one tiny data set, one trained checkpoint and one Ray start (for the
-resource cases, the only ones that need a cluster) back every row. Each row may
+One table, one tiny data set, one trained checkpoint and one Ray start with its
+dashboard (for the resource and submission cases, the only ones that need a
+cluster) back every row. Each row may
 plant its defect in its own folder first; the whole working tree (data, config,
 RRN_HOME with the MLflow store and results, the space's own store) is then
 snapshotted before and after the command, so a split file, an MLflow run, a
-results folder or an output folder written before the refusal fails the row.
+results folder or an output folder written before the refusal fails the row; for
+the rows that reach the cluster, so does a job left in its job list.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class World:
     space: Path
     checkpoint: Path      # a run's output folder (checkpoints/last.pt inside)
     image: Path
+    dashboard: str = "http://127.0.0.1:9"   # the Ray dashboard URL once `ray_cluster` is up
 
     def case_dir(self, name: str) -> Path:
         folder = self.root / "cases" / name
@@ -89,17 +92,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Any:
-    """One small local Ray for the rows whose refusal needs the cluster's totals."""
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One small local Ray head for the rows whose refusal needs the cluster's totals
+    or its Jobs API (ray_head.py: free ports, so another Ray on the machine cannot take
+    its dashboard agent's); this process connects to it as `rrn sweep` would. Its
+    nodes' environment is this process's, venv first on PATH, as on a good head.
+    Yields the dashboard URL."""
     import os
 
     import ray
 
+    from ray_head import ray_head
+
+    temp_dir = Path(os.environ["RAY_TMPDIR"]) / f"bad{os.getpid()}"   # short: Ray puts sockets here
     assert not ray.is_initialized()
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-             _temp_dir=os.environ.get("RAY_TMPDIR") or None)
-    yield ray
-    ray.shutdown()
+    with ray_head(temp_dir, tmp_path_factory.mktemp("ray-head") / "ray-start.log") as head:
+        ray.init(address=head.gcs_address, log_to_driver=False)
+        try:
+            yield head.dashboard
+        finally:
+            ray.shutdown()
 
 
 # --------------------------------------------------------------------------- defects
@@ -181,6 +193,13 @@ def broken_unlabeled(w: World, case: Path) -> Path:
                        method={"name": "supervised"})
 
 
+def cps_broken_unlabeled(w: World, case: Path) -> Path:
+    """The same non-image in the unlabeled part, with a method that reads it (cps)."""
+    broken_unlabeled(w, case)
+    return case_config(w, case, data={"label_ratio": None, "labeled_split": "lab.txt",
+                                      "unlabeled_split": "unlab.txt"}, method={"name": "cps"})
+
+
 def data_defect(defect: Callable[[Path], str]) -> Callable[[World, Path], tuple[list[str], list[str]]]:
     """A row setup: the defect planted in a private data copy; `rrn train` on it."""
     def setup(w: World, case: Path) -> tuple[list[str], list[str]]:
@@ -227,13 +246,14 @@ class Row:
     ray: bool = False
     cuda_free: bool = False      # only meaningful on a machine without CUDA
     extra_names: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)    # never echoed (a secret given as input)
 
 
 def argv(*args: Any, names: list[str]) -> Setup:
     """A row whose arguments only need the world's paths: `{cfg}`, `{space}`, ..."""
     def setup(w: World, case: Path) -> tuple[list[str], list[str]]:
         subs = {"cfg": w.config, "space": w.space, "ckpt": w.checkpoint, "img": w.image,
-                "case": case, "root": w.root, "data": w.data}
+                "case": case, "root": w.root, "data": w.data, "dashboard": w.dashboard}
         return [str(a).format(**subs) for a in args], [n.format(**subs) for n in names]
     return setup
 
@@ -310,6 +330,19 @@ def _not_a_checkpoint(w: World, case: Path) -> tuple[list[str], list[str]]:
     return ["predict", str(path), str(w.image), "-o", str(case / "pred")], ["other.pt", "'config'"]
 
 
+def _eval_not_a_checkpoint(w: World, case: Path) -> tuple[list[str], list[str]]:
+    import torch
+
+    path = case / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    return ["eval", str(path)], ["other.pt", "'config'"]
+
+
+def _predict_only_image_bad(w: World, case: Path) -> tuple[list[str], list[str]]:
+    bad = write_file(case, "bad.jpg", b"\xff\xd8 not really a JPEG")
+    return ["predict", str(w.checkpoint), str(bad), "-o", str(case / "pred")], ["bad.jpg", "IMAGES"]
+
+
 def _predict_one_bad(w: World, case: Path) -> tuple[list[str], list[str]]:
     bad = write_file(case, "bad.png", "no image")
     return (["predict", str(w.checkpoint), str(w.image), str(bad), "-o", str(case / "pred")],
@@ -351,6 +384,9 @@ def _data_check_relative_bad(w: World, case: Path) -> tuple[list[str], list[str]
     return ["data", "check", str(data)], [name, "outside 0..3"]
 
 
+#: `rrn submit` of the world's good space, the world's folder uploaded as working_dir.
+SUBMIT = ("submit", "{space}", "--working-dir", "{root}")
+
 ROWS: list[Row] = [
     # ---- rrn train: the config file
     Row("train-config-missing", argv("train", "{case}/nope.yaml", "--no-track", names=["nope.yaml", "not found"])),
@@ -361,7 +397,7 @@ ROWS: list[Row] = [
     Row("train-out-of-range", argv("train", "{cfg}", "--no-track", "--set", "optim.lr=-1",
                                    names=["cfg.yaml", "optim.lr"])),
     Row("train-nan-ratio", argv("train", "{cfg}", "--no-track", "--set", "data.label_ratio=.nan",
-                                names=["cfg.yaml", "data.label_ratio"])),
+                                names=["cfg.yaml", "data.label_ratio", "must be a number in (0, 1], got nan"])),
     Row("train-set-not-key-value", argv("train", "{cfg}", "--no-track", "--set", "optim.lr",
                                         names=["optim.lr", "KEY=VALUE"])),
     Row("train-bad-method", argv("train", "{cfg}", "--no-track", "--set", "method.name=mean_teacher",
@@ -393,6 +429,7 @@ ROWS: list[Row] = [
     Row("train-no-train-split", data_defect(defect_no_train_split)),
     Row("train-class-names", data_defect(defect_class_names)),
     Row("train-supervised-broken-unlabeled", train_on(broken_unlabeled, ["unreadable"])),
+    Row("train-cps-broken-unlabeled", train_on(cps_broken_unlabeled, ["unreadable"])),
     # ---- rrn data
     Row("data-check-missing", argv("data", "check", "{case}/nowhere", names=["nowhere"])),
     Row("data-check-bad-layout", argv("data", "check", "{data}", "--layout", "coco", names=["--layout"])),
@@ -401,8 +438,9 @@ ROWS: list[Row] = [
                                 names=["--ratio", "--count"])),
     Row("data-split-zero", argv("data", "split", "{data}", "--ratio", "0", names=["--ratio"])),
     # ---- rrn eval / predict
-    Row("eval-random-bytes", custom(_random_ckpt)),
-    Row("eval-truncated", custom(_truncated_ckpt)),
+    Row("eval-random-bytes", custom(_random_ckpt), absent=["weights_only"]),
+    Row("eval-truncated", custom(_truncated_ckpt), absent=["weights_only"]),
+    Row("eval-not-a-checkpoint", custom(_eval_not_a_checkpoint)),
     Row("eval-missing", argv("eval", "{case}/none.pt", names=["none.pt", "no checkpoint"])),
     Row("eval-bad-mode", argv("eval", "{ckpt}", "--mode", "bogus", names=["--mode", "bogus"])),
     Row("eval-data-root-missing", argv("eval", "{ckpt}", "--set", "data.root={case}/gone",
@@ -411,6 +449,7 @@ ROWS: list[Row] = [
                                     names=["model.backbone", "does not fit"])),
     Row("predict-not-a-checkpoint", custom(_not_a_checkpoint)),
     Row("predict-one-bad-image", custom(_predict_one_bad)),
+    Row("predict-only-image-bad", custom(_predict_only_image_bad)),
     Row("predict-missing-image", argv("predict", "{ckpt}", "{case}/gone.jpg", "-o", "{case}/pred",
                                       names=["gone.jpg", "IMAGES"])),
     Row("predict-out-is-file", custom(_predict_out_is_file)),
@@ -430,6 +469,8 @@ ROWS: list[Row] = [
                                      names=["--tracking-uri", "bogus"])),
     Row("sweep-tracking-sqlite-under-file", custom(_sweep_sqlite_under_file)),
     Row("sweep-relative-root-missing", custom(_sweep_relative_root_missing)),
+    Row("sweep-nan-ratio", sweep_space(space_with(fixed={"data.label_ratio": float("nan")}),
+                                       ["fixed.data.label_ratio", "must be a number in (0, 1]"])),
     Row("sweep-ratio-1-cps", sweep_space(space_with(fixed={"data.label_ratio": 1.0}),
                                          ["method.name", "unlabeled"])),
     Row("sweep-mask-value", sweep_on(defect_mask_value)),
@@ -445,6 +486,32 @@ ROWS: list[Row] = [
                                      ["scaling", "CPU: 64"]), ray=True),
     Row("sweep-8-workers", sweep_space(space_with(scaling={"num_workers": 8}), ["scaling", "8 worker"]),
         ray=True),
+    # ---- rrn submit: the space is checked here, before any upload ...
+    Row("submit-space-outside-working-dir", argv("submit", "{space}", "--working-dir", "{case}",
+                                                 "--address", "{dashboard}",
+                                                 names=["space.yaml", "inside the uploaded working directory"])),
+    Row("submit-bad-space", argv("submit", "{case}/none.yaml", "--working-dir", "{root}",
+                                 "--address", "{dashboard}", names=["none.yaml"])),
+    # ... secrets never go into a runtime env (Ray logs it in clear) ...
+    Row("submit-forward-credentials", argv(*SUBMIT, "--forward-credentials", "--address", "{dashboard}",
+                                           names=["--forward-credentials", "runtime env"])),
+    Row("submit-secret-env", argv(*SUBMIT, "--env", "AWS_SECRET_ACCESS_KEY=hunter2-secret",
+                                  "--address", "{dashboard}",
+                                  names=["--env AWS_SECRET_ACCESS_KEY", "runtime env"]),
+        absent=["hunter2-secret"]),
+    Row("submit-tracking-uri-password", argv(*SUBMIT, "--tracking-uri", "http://u:hunter2-secret@mlflow:5000",
+                                             "--address", "{dashboard}",
+                                             names=["--tracking-uri", "password", "runtime env"]),
+        absent=["hunter2-secret"]),
+    # ... and a cluster whose `python` is not rrn's (a head started without the venv on
+    # PATH, issue 12 #7) gets only the check job, deleted again: nothing submitted
+    Row("submit-cluster-python-lacks-rrn", argv(
+        *SUBMIT, "--address", "{dashboard}", "--env", "PATH=/usr/bin:/bin", "--check-timeout", "120",
+        names=["space.yaml", "not submitted to {dashboard}", "cannot run rrn"]), ray=True),
+    # ---- rrn ui / rrn report: an unknown store scheme before MLflow (its traceback) sees it
+    Row("ui-tracking-bogus", argv("ui", "--tracking-uri", "bogus://x", names=["--tracking-uri", "bogus"])),
+    Row("report-tracking-bogus", argv("report", "good", "--tracking-uri", "bogus://x",
+                                      names=["--tracking-uri", "bogus"])),
 ]
 
 
@@ -458,6 +525,13 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
         st = path.lstat()
         out[str(path.relative_to(root))] = (st.st_size if path.is_file() else -1, st.st_mtime_ns)
     return out
+
+
+def cluster_jobs(dashboard: str) -> list[str]:
+    """The submission ids on the test cluster (the driver of this process has none)."""
+    from ray.job_submission import JobSubmissionClient
+
+    return sorted(j.submission_id for j in JobSubmissionClient(dashboard).list_jobs() if j.submission_id)
 
 
 def test_the_table_has_at_least_40_rows() -> None:
@@ -475,7 +549,7 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
     if row.cuda_free and torch.cuda.is_available():
         pytest.skip(reason="this machine has CUDA: the input is valid here")
     if row.ray:
-        request.getfixturevalue("ray_cluster")
+        world.dashboard = request.getfixturevalue("ray_cluster")
     for name in ("RRN_TRACKING_URI", "MLFLOW_TRACKING_URI", "RRN_STORAGE_PATH",
                  "RRN_STORAGE_ENDPOINT_URL", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
@@ -485,8 +559,10 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
     args, names = row.setup(world, case)
 
     before = snapshot(world.root)
+    jobs_before = cluster_jobs(world.dashboard) if row.ray else []
     result = CliRunner().invoke(app, args)
     after = snapshot(world.root)
+    assert not row.ray or cluster_jobs(world.dashboard) == jobs_before, "a job was left on the cluster"
 
     output = result.output
     assert result.exit_code == 2, f"{args}: exit {result.exit_code}\n{output}\n{result.exception!r}"
@@ -495,6 +571,8 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
     assert "error" in output.lower(), output
     for name in names + row.extra_names:
         assert name in output, f"message does not name {name!r}:\n{output}"
+    for secret in row.absent:
+        assert secret not in output, f"the message echoes {secret!r}"
     written = sorted(set(after) - set(before))
     changed = sorted(k for k in set(after) & set(before) if after[k] != before[k]
                      and after[k][0] != -1)  # folders' mtimes change when files are added only

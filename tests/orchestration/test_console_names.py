@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
+from orchestration.names import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, RESULT_COLLAPSED, STEP_KEY,
+                                 TOTAL_STEPS_KEY)
 from orchestration.naming import config_run_name, distinct_digits, ratio_text, run_name
 from orchestration.progress import SweepProgress
-from orchestration.searcher import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, STEP_KEY,
-                                    TOTAL_STEPS_KEY, point_seed)
-from orchestration.tags import RESULT_COLLAPSED
+from orchestration.searcher import point_seed
 
 
 def test_run_names_read_method_first_then_what_varies():
@@ -44,7 +44,8 @@ def test_each_grid_point_draws_its_own_reproducible_proposals(tmp_path: Path):
     """make_searcher on a real prepared sweep: points differ, a rebuild repeats them."""
     from test_sweep import make_synth, write_space
 
-    from orchestration.sweep import SweepOptions, make_searcher, prepare_sweep
+    from orchestration.prepare import SweepOptions, prepare_sweep
+    from orchestration.execute import make_searcher
 
     data = make_synth(tmp_path / "data")
     space = write_space(tmp_path / "s", "seeds", data,
@@ -120,7 +121,7 @@ def test_terminal_console_keeps_one_live_status_line():
 
 def test_sweep_outcome_table_flags_collapse(monkeypatch):
     from orchestration import cli_sweep
-    from orchestration.sweep import SweepOutcome, TrialOutcome
+    from orchestration.results import SweepOutcome, TrialOutcome
 
     grid = {"method.name": "cps", "data.label_ratio": 0.125}
     trials = [TrialOutcome("t0", 0, grid, {"optim.lr": 0.01}, "TERMINATED", True, 0.1266,

@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
+from test_sweep import LR, make_synth, mlflow_runs, write_space
 
 from orchestration.searcher import GridSearcher
-from orchestration.sweep import SweepOptions, run_sweep
-from orchestration.trial import ENV_KILL_AT_STEP, ENV_KILL_MARKER
-from test_sweep import LR, make_synth, mlflow_runs, write_space
+from orchestration.sweep import run_sweep
+from orchestration.prepare import SweepOptions
+from orchestration.report_hooks import ENV_KILL_AT_STEP, ENV_KILL_MARKER
 
 pytestmark = pytest.mark.slow
 

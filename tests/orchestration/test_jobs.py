@@ -1,23 +1,22 @@
 """Cluster submission: request building, then the whole path on a real local Ray head.
 
-The head is started once per module (`ray start --head --block` on free ports,
-its temp dir under $RAY_TMPDIR) and ended by signalling the process group this
-test started, never with `ray stop` (which would end other people's Ray too).
+The head is started once per module (ray_head.py: `ray start --head --block` on
+free ports, its temp dir under $RAY_TMPDIR) and ended by signalling the process
+group this test started, never with `ray stop`.
 Submitted jobs run the hidden `validate` entrypoint: it exercises the working_dir
 upload, `rrn` being importable on the cluster and environment variables
-arriving, in seconds, without training anything.
+arriving, in seconds, without training anything. Every submission first runs the
+cluster check job (orchestration/cluster_probe.py; a cluster that fails it is a row of
+test_bad_input.py); fake AWS credentials sit in the
+submitting environment and must appear in no file under the head's Ray temp dir.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,20 +27,17 @@ from typer.testing import CliRunner
 
 from orchestration import cli_jobs
 from orchestration.gitinfo import git_state
-from orchestration.jobs import (
-    EXCLUDES,
-    JobsError,
-    auth_headers,
-    build_request,
-    parse_env,
-    resolve_address,
-    submission_id,
-)
+from orchestration.jobs import (EXCLUDES, JobsError, auth_headers, build_request, parse_env, resolve_address,
+                                submission_id)
 from orchestration.space import SpaceError, load_space
+from ray_head import free_port as _free_port
+from ray_head import ray_head as start_head
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_SPACE = "tests/orchestration/fixtures/job_space.yaml"
-SECRET = "never-print-this-secret"
+# Drawn per run, never literal: the head's temp dir holds uploaded copies of this file.
+SECRET = "rrn-job-secret-" + uuid.uuid4().hex
+SECRET_ID = "AKIA" + uuid.uuid4().hex[:16].upper()
 TOKEN = secrets.token_hex(32)          # the test cluster runs with Ray token auth on
 WIDE = {"COLUMNS": "200"}
 AUTHED = {**WIDE, "RAY_AUTH_TOKEN": TOKEN}
@@ -56,12 +52,6 @@ def _app() -> typer.Typer:
 def _invoke(*args: str, env: dict[str, str] | None = None):
     """Run the CLI; on the test cluster with the auth token in the environment."""
     return CliRunner().invoke(_app(), list(args), env=env or AUTHED)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
@@ -79,8 +69,9 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_request_carries_entrypoint_env_and_metadata(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(workdir)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-test")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", SECRET_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     req = build_request("spaces/s.yaml", working_dir=workdir, tracking_uri="http://mlflow:5000",
                         storage_path="s3://bucket/rrn", endpoint_url="http://minio:9000",
@@ -93,16 +84,27 @@ def test_request_carries_entrypoint_env_and_metadata(workdir: Path, monkeypatch:
     assert env["RRN_TRACKING_URI"] == env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert env["RRN_STORAGE_PATH"] == "s3://bucket/rrn"
     assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert env["AWS_SECRET_ACCESS_KEY"] == SECRET and env["RAY_USAGE_STATS_ENABLED"] == "0" and env["EXTRA"] == "1"
-    assert SECRET not in repr(req.printable_env())
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0" and env["EXTRA"] == "1" and env["AWS_REGION"] == "eu-west-3"
+    assert SECRET not in repr(req.runtime_env) and SECRET_ID not in repr(req.runtime_env)   # nodes' env only
     assert req.metadata == {"git_commit": "c0ffee", "git_dirty": "false", "space": "job-plumbing",
                             "space_file": "spaces/s.yaml", "submitted_by": "rrn"}
     assert req.entrypoint_num_cpus == 1
     assert env["RRN_HOME"] == "~/rrn-home"          # not inside the job's temporary working_dir copy
-    no_creds = build_request("spaces/s.yaml", working_dir=workdir, forward_credentials=False, commit="c0ffee",
-                             dirty=False, command="validate")
-    assert "AWS_SECRET_ACCESS_KEY" not in no_creds.runtime_env["env_vars"]
-    assert no_creds.entrypoint == "python -m rrn space validate spaces/s.yaml"
+    validate = build_request("spaces/s.yaml", working_dir=workdir, commit="c0ffee", dirty=False,
+                             command="validate")
+    assert validate.entrypoint == "python -m rrn space validate spaces/s.yaml"
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"env": {"AWS_SECRET_ACCESS_KEY": "x"}}, "--env AWS_SECRET_ACCESS_KEY: names a secret"),
+    ({"env": {"MLFLOW_TRACKING_TOKEN": "x"}}, "--env MLFLOW_TRACKING_TOKEN: names a secret"),
+    ({"env": {"DB": "postgresql://u:hunter2@db/m"}}, "--env DB: holds a password"),
+    ({"tracking_uri": "http://u:hunter2@mlflow:5000"}, "--tracking-uri: holds a password"),
+])
+def test_request_refuses_secrets_for_the_runtime_env(workdir: Path, kwargs: dict, named: str) -> None:
+    with pytest.raises(JobsError, match="never travel in a Ray runtime env") as caught:
+        build_request("spaces/s.yaml", working_dir=workdir, commit="c", dirty=False, **kwargs)
+    assert named in str(caught.value) and "hunter2" not in str(caught.value)
 
 
 def test_submission_id_is_deterministic_and_content_addressed(workdir: Path) -> None:
@@ -147,7 +149,7 @@ def test_cli_dry_run_and_errors_need_no_cluster(monkeypatch: pytest.MonkeyPatch)
     dry = _invoke("submit", JOB_SPACE, "--address", dead, "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "rrn sweep tests/orchestration/fixtures/job_space.yaml" in dry.stdout and SECRET not in dry.output
-    assert "AWS_SECRET_ACCESS_KEY=***" in dry.stdout
+    assert "AWS_SECRET_ACCESS_KEY" not in dry.stdout
     unreachable = _invoke("submit", JOB_SPACE, "--address", dead)
     assert unreachable.exit_code == 2 and "cannot reach the Ray dashboard" in unreachable.stderr
     bad_env = _invoke("submit", JOB_SPACE, "--env", "1BAD=x", "--address", dead)
@@ -157,61 +159,17 @@ def test_cli_dry_run_and_errors_need_no_cluster(monkeypatch: pytest.MonkeyPatch)
 # ------------------------------------------------------------------ on a real Ray head
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"ray start exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"Ray dashboard not up at {url} after {timeout}s:\n{log.read_text()[-3000:]}")
+def _head_temp_dir() -> Path:
+    return Path(os.environ["RAY_TMPDIR"]) / f"jobs{os.getpid()}"   # short: Ray puts sockets here
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local Ray head with the dashboard (jobs API) on free 127.0.0.1 ports and
     token auth on (with its token in the environment, not in ~/.ray)."""
-    temp_dir = Path(os.environ["RAY_TMPDIR"]) / f"jobs{os.getpid()}"   # short: Ray puts sockets here
     log = tmp_path_factory.mktemp("ray-head") / "ray-start.log"
-    venv_bin = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
-    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
-        env.pop(name, None)
-    dashboard = _free_port()
-    cmd = [str(venv_bin / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-           "--node-ip-address", "127.0.0.1", "--port", str(_free_port()),
-           "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-           "--dashboard-agent-listen-port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
-           "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(100 * 1024 * 1024),
-           "--temp-dir", str(temp_dir)]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        _wait_http(f"{address}/api/jobs/", proc, log)
-        yield address
-    finally:
-        # `ray start --block` tears its own processes down on SIGTERM; anything left
-        # in the process group started above is then killed. Never `ray stop`.
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+    with start_head(_head_temp_dir(), log, token=TOKEN) as head:
+        yield head.dashboard
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +185,7 @@ def validate_job(ray_head: str, client, tmp_path_factory: pytest.TempPathFactory
     remote_home = tmp_path_factory.mktemp("remote-home")
     patch = pytest.MonkeyPatch()
     patch.chdir(REPO)
-    patch.setenv("AWS_ACCESS_KEY_ID", "AKIA-test")
+    patch.setenv("AWS_ACCESS_KEY_ID", SECRET_ID)
     patch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     try:
         sid = submission_id(load_space(REPO / JOB_SPACE), git_state(REPO).commit)
@@ -249,7 +207,9 @@ def test_submit_runs_on_the_cluster_with_env_and_code(validate_job, client) -> N
     assert str(info.status) == "SUCCEEDED"
     assert info.entrypoint == f"python -m rrn space validate {JOB_SPACE}"
     assert info.metadata["space"] == "job-plumbing" and info.metadata["git_commit"] == (git_state(REPO).commit or "unknown")
-    assert info.runtime_env["env_vars"]["AWS_SECRET_ACCESS_KEY"] == SECRET   # forwarded, not printed
+    assert not any("AWS_" in k and "REGION" not in k for k in info.runtime_env["env_vars"])  # nodes' env only
+    jobs = [j.submission_id or "" for j in client.list_jobs()]
+    assert not any("-check-" in j for j in jobs), jobs          # the check job ran and was deleted
     logs = client.get_job_logs(sid)
     # The job printed what it resolved from the environment we sent ...
     assert "tracking   http://mlflow.test:5000" in logs
@@ -282,7 +242,7 @@ def test_status_logs_list_cli(validate_job, ray_head: str) -> None:
     status = _invoke("jobs", "status", sid, "--address", ray_head)
     assert status.exit_code == 0, status.output
     assert "SUCCEEDED" in status.stdout and "space=job-plumbing" in status.stdout
-    assert "AWS_SECRET_ACCESS_KEY=***" in status.stdout and SECRET not in status.output
+    assert SECRET not in status.output and "AWS_SECRET_ACCESS_KEY" not in status.stdout
     logs = _invoke("jobs", "logs", sid, "--address", ray_head)
     assert logs.exit_code == 0 and f"OK {JOB_SPACE}: 4 trial(s)" in logs.stdout
     followed = _invoke("jobs", "logs", sid, "--follow", "--address", ray_head)
@@ -320,3 +280,28 @@ def test_invalid_space_submits_nothing(ray_head: str, client, tmp_path: Path) ->
     result = _invoke("submit", str(bad), "--address", ray_head)
     assert result.exit_code == 2 and "search.runtime.seed" in result.stderr and "grid-only" in result.stderr
     assert len(client.list_jobs()) == before
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_file_under_the_head_temp_dir(validate_job) -> None:
+    """The submitting shell held AWS keys; after the check job and the job itself ran,
+    Ray's whole temp dir (runtime_env_agent.log, dashboard logs, job logs, uploaded
+    packages) holds neither."""
+    needles = [SECRET.encode(), SECRET_ID.encode()]
+    hits = []
+    for path in _head_temp_dir().rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                hits += [f"{path}: {n.decode()}" for n in needles if n in data]
+        except OSError:
+            continue
+    assert not hits, "credentials written to:\n" + "\n".join(hits)
+    assert any(_head_temp_dir().rglob("runtime_env_agent.log")), "Ray wrote no runtime env log: wrong folder?"
+
+
+def test_the_cluster_probe_names_what_is_missing() -> None:
+    from orchestration.cluster_probe import REQUIRED, missing_modules
+
+    assert missing_modules(("json", "rrn_no_such_pkg", "rrn_no_such.sub")) == ["rrn_no_such_pkg", "rrn_no_such.sub"]
+    assert missing_modules(REQUIRED) == []          # this environment runs rrn

@@ -29,7 +29,8 @@ from orchestration import cli_report
 from orchestration.naming import distinct_digits, run_name
 from orchestration.report import label_efficiency_data, summarize
 from orchestration.report_plots import label_efficiency_figure, label_efficiency_plot
-from orchestration.tracking import SweepTracker, TrialTracker, resolve_tracking_uri
+from orchestration.mlflow_store import resolve_tracking_uri
+from orchestration.tracking import SweepTracker, TrialTracker
 from rrn_core.evaluate import EvalResult, PredictionSample
 
 EXPERIMENT = "rep"
@@ -51,7 +52,7 @@ def write_space(folder: Path, name: str, num_classes: int = 2):
     (folder / "space.yaml").write_text(yaml.safe_dump({
         "name": name, "base_config": "base.yaml", "fixed": {"optim.iters": 4},
         "grid": {"data.label_ratio": RATIOS, "method.name": METHODS, "runtime.seed": SEEDS},
-        "search": {"method.w_select": {"type": "uniform", "low": 0.1, "high": 3.0}},
+        "search": {"optim.momentum": {"type": "uniform", "low": 0.1, "high": 0.9}},
         "num_samples": SAMPLES, "metric": "val/mIoU", "mode": "max"}))
     return load_space(folder / "space.yaml")
 
@@ -131,10 +132,10 @@ def filled(store, started, ui_launch):
     orphan = None
     for gi, point in enumerate(space.grid_points()):
         for s in range(SAMPLES):
-            w = float(rng.uniform(0.1, 3.0))
-            cfg = space.trial_config(point, {"method.w_select": w})
+            w = float(rng.uniform(0.1, 0.9))
+            cfg = space.trial_config(point, {"optim.momentum": w})
             trial_id = f"trial_{gi:02d}_{s}"
-            name = run_name(cfg.method.name, point, {"method.w_select": w})
+            name = run_name(cfg.method.name, point, {"optim.momentum": w})
             tracker = TrialTracker(uri, EXPERIMENT, parent_id, trial_id, name, cfg)
             if gi == 0 and s == 1:
                 orphan = tracker  # dies before evaluating: never closed
@@ -170,7 +171,7 @@ def test_summarize_one_row_per_trial(filled):
         want = expected[row["trial_id"]]
         assert (row["method"], row["label_ratio"], row["seed"]) == \
             (want["method"], want["ratio"], want["seed"])
-        assert row["method.w_select"] == pytest.approx(want["w"])
+        assert row["optim.momentum"] == pytest.approx(want["w"])
         assert row["miou_best"] == pytest.approx(want["best"])
         assert row["miou_final"] == pytest.approx(want["final"])
         assert row["status"] == "FINISHED" and row["evals"] == 2 and row["last_step"] == 4
@@ -241,7 +242,7 @@ def test_log_summary_writes_table_plot_and_best_configs(filled, tmp_path):
     cfg = yaml.safe_load(got.read_text())
     assert cfg["method"]["name"] == top["method"]
     assert cfg["data"]["label_ratio"] == top["ratio"]
-    assert cfg["method"]["w_select"] == pytest.approx(top["w"])
+    assert cfg["optim"]["momentum"] == pytest.approx(top["w"])
     parent = client.get_run(pid)
     assert parent.data.metrics["best/val/mIoU"] == pytest.approx(top["best"])
     assert parent.data.tags["rrn.best_run"] == top["run_id"]
@@ -265,7 +266,7 @@ def test_report_cli(filled, cli_app, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     for method in METHODS:
         assert method in res.output
-    assert "failed" in res.output and "w_select" in res.output
+    assert "failed" in res.output and "momentum" in res.output
     assert f"table: {out / 'summary.csv'}" in res.output
     assert f"plot:  {out / 'label_efficiency.png'}" in res.output
     assert f"page:  {out / 'summary.html'}" in res.output
@@ -290,8 +291,8 @@ def test_report_fits_80_columns_and_never_cuts_the_searched_values(filled, cli_a
         <= 80, res.output
     assert "…" not in res.output
     df = summarize(filled["uri"], EXPERIMENT, SWEEP)
-    digits = distinct_digits(df["method.w_select"])
-    shown = {f"{w:.{digits}g}" for w in df["method.w_select"]}
+    digits = distinct_digits(df["optim.momentum"])
+    shown = {f"{w:.{digits}g}" for w in df["optim.momentum"]}
     assert len(shown) == len(df)                          # every trial's value tells it apart
     for text in shown:
         assert text in res.output, text
@@ -460,7 +461,7 @@ def test_tracking_over_http(ui_server, filled, tmp_path):
     parent_id = sweep.start(space, git_commit=None, dataset_hash=None, split_hashes={},
                             resume=False)
     point = space.grid_points()[0]
-    cfg = space.trial_config(point, {"method.w_select": 1.0})
+    cfg = space.trial_config(point, {"optim.momentum": 0.5})
     trial = TrialTracker(uri, "http-exp", parent_id, "t0", "t0", cfg)
     trial.on_log(1, {"train/loss": 0.7})
     img = np.zeros((16, 16, 3), np.uint8)

@@ -13,13 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestration import cli_space
-from orchestration.space import (
-    SpaceError,
-    build_sampler,
-    load_space,
-    to_optuna_distributions,
-)
-from rrn_core.config import MethodConfig, RunConfig
+from orchestration.space import SpaceError, build_sampler, load_space, to_optuna_distributions
+from rrn_core.config import RunConfig
+from rrn_core.methods.rrn import RRNConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,8 +34,8 @@ SPACE: dict[str, Any] = {
     "fixed": {"optim.iters": 300},
     "grid": {
         "data.label_ratio": [0.125, 0.5],
-        "method.name": ["supervised", "cps", "rrn"],
-        "runtime.seed": [0],
+        "method.name": ["rrn"],            # it searches RRN's own fields
+        "runtime.seed": [0, 1, 2],
     },
     "search": {
         "method.w_select": {"type": "loguniform", "low": 0.1, "high": 3.0},
@@ -94,23 +90,23 @@ def test_valid_space_expands_grid_in_order(project: Path) -> None:
     resolved = load_space(write_space(project, SPACE))
     points = resolved.grid_points()
     assert points == [
-        {"data.label_ratio": 0.125, "method.name": "supervised", "runtime.seed": 0},
-        {"data.label_ratio": 0.125, "method.name": "cps", "runtime.seed": 0},
         {"data.label_ratio": 0.125, "method.name": "rrn", "runtime.seed": 0},
-        {"data.label_ratio": 0.5, "method.name": "supervised", "runtime.seed": 0},
-        {"data.label_ratio": 0.5, "method.name": "cps", "runtime.seed": 0},
+        {"data.label_ratio": 0.125, "method.name": "rrn", "runtime.seed": 1},
+        {"data.label_ratio": 0.125, "method.name": "rrn", "runtime.seed": 2},
         {"data.label_ratio": 0.5, "method.name": "rrn", "runtime.seed": 0},
+        {"data.label_ratio": 0.5, "method.name": "rrn", "runtime.seed": 1},
+        {"data.label_ratio": 0.5, "method.name": "rrn", "runtime.seed": 2},
     ]
     assert resolved.trial_count == 12
     assert resolved.base["name"] == "tiny"
 
 
 def test_exclude_leaves_out_matching_grid_points(project: Path) -> None:
-    space = edited(exclude=[{"data.label_ratio": 0.5, "method.name": "cps"},
-                            {"data.label_ratio": 0.5, "method.name": "rrn"}])
+    space = edited(exclude=[{"data.label_ratio": 0.5, "runtime.seed": 1},
+                            {"data.label_ratio": 0.5, "runtime.seed": 2}])
     resolved = load_space(write_space(project, space))
-    assert [(p["data.label_ratio"], p["method.name"]) for p in resolved.grid_points()] == [
-        (0.125, "supervised"), (0.125, "cps"), (0.125, "rrn"), (0.5, "supervised")]
+    assert [(p["data.label_ratio"], p["runtime.seed"]) for p in resolved.grid_points()] == [
+        (0.125, 0), (0.125, 1), (0.125, 2), (0.5, 0)]
     assert resolved.trial_count == 8
 
 
@@ -122,7 +118,7 @@ def test_trial_config_layers_base_fixed_grid_sampled(project: Path) -> None:
     assert cfg.data.label_ratio == 0.5 and cfg.method.name == "rrn"   # grid point
     assert cfg.method.w_select == 0.7 and cfg.model.aspp_channels == 16   # sampled
     assert cfg.data.num_classes == 5                   # base kept
-    assert cfg.method.tau_region == MethodConfig().tau_region   # not searched in this trial: default
+    assert cfg.method.tau_region == RRNConfig().tau_region   # not searched in this trial: default
     with pytest.raises(SpaceError, match="not a searched parameter"):
         resolved.trial_config(resolved.grid_points()[0], {"optim.momentum": 0.5})
     with pytest.raises(SpaceError, match=r"method\.tau_region"):
@@ -194,7 +190,7 @@ BROKEN = {
                                   ["search.modle.x", "RunConfig has no field 'modle'"]),
     "value used as a section": (edited(**{"fixed:optim.lr.value": 1}), ["fixed.optim.lr.value", "not a section"]),
     "out of range in fixed": (edited(**{"fixed:method.tau_region": 1.5, "search:method.tau_region": None}),
-                              ["fixed.method.tau_region=1.5", "less than or equal to 1"]),
+                              ["fixed.method.tau_region=1.5", "must be a number in [0, 1], got 1.5"]),
     "out of range in grid": (edited(**{"grid:method.name": ["rrn", "mean-teacher"]}),
                              ["grid.method.name='mean-teacher'"]),
     "search end out of range": (edited(**{"search:method.tau_region": {"type": "uniform", "low": 0.5, "high": 1.2}}),
@@ -219,10 +215,6 @@ BROKEN = {
                                    ["data", "label_ratio or label_count", "fixed.data.label_count=50"]),
     "grace period past all evaluations": (edited(scheduler={"type": "asha", "grace_period": 30, "max_t": 40}),
                                           ["scheduler.grace_period", "only 30"]),
-    "grace period inside warm-up": (
-        edited(**{"grid:data.label_ratio": None},
-               fixed={"optim.iters": 300, "data.label_ratio": None, "data.label_count": 64, "eval.every": 5}),
-        ["scheduler.grace_period", "warm-up"]),
     "asha fields with type none": (edited(scheduler={"type": "none", "grace_period": 3}),
                                    ["scheduler", "only apply to type: asha"]),
     "unknown sampler": (edited(search_alg={"sampler": "hyperband"}), ["search_alg.sampler"]),
@@ -271,7 +263,7 @@ def test_bad_yaml_and_missing_file(project: Path) -> None:
 
 def test_invalid_base_config_is_attributed_to_it(project: Path) -> None:
     (project / "configs" / "tiny.yaml").write_text(yaml.safe_dump({**BASE, "optim": {"iters": 0}}))
-    with pytest.raises(SpaceError, match=r"optim\.iters: .*greater than or equal to 1 \(from the base config .*tiny\.yaml"):
+    with pytest.raises(SpaceError, match=r"optim\.iters: .*must be a number >= 1, got 0 \(from the base config .*tiny\.yaml"):
         load_space(write_space(project, edited(fixed={})))
 
 
@@ -329,7 +321,7 @@ def test_cli_validate_error_exits_2_with_message(project: Path) -> None:
 
 def test_cli_list_counts_trials_and_flags_broken(project: Path) -> None:
     write_space(project, SPACE, "a.yaml")
-    write_space(project, edited(name="b", **{"grid:runtime.seed": [0, 1]}), "b.yaml")
+    write_space(project, edited(name="b", **{"grid:runtime.seed": [0, 1, 2, 3, 4, 5]}), "b.yaml")
     ok = CliRunner().invoke(_app(), ["space", "list", str(project / "search_spaces")])
     assert ok.exit_code == 0, ok.output
     assert " 12 " in ok.stdout and " 24 " in ok.stdout

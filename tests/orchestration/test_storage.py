@@ -9,16 +9,8 @@ import boto3
 import pyarrow.fs
 import pytest
 
-from orchestration.storage import (
-    default_artifact_root,
-    default_storage_path,
-    default_tracking_uri,
-    open_fs,
-    ray_storage,
-    redact,
-    rrn_home,
-    storage_options,
-)
+from orchestration.storage import (default_artifact_root, default_storage_path, default_tracking_uri, open_fs,
+                                   ray_storage, redact, rrn_home, storage_options)
 
 
 def _keys(endpoint: str, bucket: str, prefix: str) -> set[str]:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from orchestration.sweep import SweepError, SweepOptions, run_sweep
 from test_sweep import make_synth, mlflow_runs, write_space
+
+from orchestration.sweep import run_sweep
+from orchestration.prepare import SweepError, SweepOptions
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,11 @@ import re
 from pathlib import Path
 
 import pytest
-
-from orchestration.sweep import SweepError, SweepOptions, prepare_sweep, run_sweep
 from s3_server import DUMMY_CREDENTIALS
 from test_sweep import make_synth, mlflow_runs, write_space
+
+from orchestration.sweep import run_sweep
+from orchestration.prepare import SweepError, SweepOptions, prepare_sweep
 
 pytestmark = pytest.mark.slow
 

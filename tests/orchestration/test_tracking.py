@@ -11,17 +11,11 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
-from orchestration.naming import method_color
+from orchestration.names import TAG_CHECKPOINT, TAG_PARENT
+from orchestration.naming import method_color, sanitize_metric_key
 from orchestration.overlays import MIN_PANEL_PX
-from orchestration.tracking import (
-    TAG_CHECKPOINT,
-    TAG_PARENT,
-    SweepTracker,
-    TrialTracker,
-    class_metric_keys,
-    resolve_tracking_uri,
-    sanitize_metric_key,
-)
+from orchestration.tracking import SweepTracker, TrialTracker, class_metric_keys
+from orchestration.mlflow_store import resolve_tracking_uri
 from rrn_core.config import build_config
 from rrn_core.evaluate import EvalResult, PredictionSample
 
@@ -49,7 +43,7 @@ def make_space(folder: Path, name: str):
         "fixed": {"optim.iters": 4},
         "grid": {"data.label_ratio": [0.25, 0.5], "method.name": ["supervised", "rrn"],
                  "runtime.seed": [0]},
-        "search": {"method.w_select": {"type": "loguniform", "low": 0.1, "high": 3.0}},
+        "search": {"optim.lr": {"type": "loguniform", "low": 0.001, "high": 0.1}},
         "num_samples": 2, "metric": "val/mIoU", "mode": "max",
     }))
     return load_space(folder / "space.yaml")
@@ -316,7 +310,7 @@ def test_credentials_never_reach_params_or_artifacts(tmp_path, store, client):
 
 
 def test_params_are_what_the_method_uses_and_nothing_machine_local(tmp_path, store, client):
-    from orchestration.tags import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND
+    from orchestration.names import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND
 
     space = make_space(tmp_path / "space", "params")
     sweep = SweepTracker(store, "exp-params", "params")
@@ -325,7 +319,7 @@ def test_params_are_what_the_method_uses_and_nothing_machine_local(tmp_path, sto
     exp = client.get_experiment_by_name("exp-params")
     assert exp.tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND_TRAINING  # the UI's runs view
     parent = client.get_run(parent_id)
-    assert parent.data.params["search.method.w_select"] == "loguniform [0.1, 3.0]"
+    assert parent.data.params["search.optim.lr"] == "loguniform [0.001, 0.1]"
 
     local = {"runtime.output_dir": str(tmp_path / "scratch" / "trial-x"),
              "data.labeled_split": "/nonexistent/splits/r0.25/labeled.txt",
@@ -351,8 +345,8 @@ def test_params_are_what_the_method_uses_and_nothing_machine_local(tmp_path, sto
     sup, cps, fix, rrn = (logged[m] for m in ("supervised", "cps", "fixmatch", "rrn"))
     assert not any(k.startswith(("method.w_", "method.discriminator", "method.tau",
                                  "data.unlabeled", "data.cutmix", "method.conf")) for k in sup
-                   if k != "method.w_select")   # the sweep searches it: every trial logs it
-    assert "method.w_select" in sup and "method.name" in sup
+                   )
+    assert "method.name" in sup and "method.unsup_rampup" not in sup
     assert "method.w_cps" in cps and "method.tau_region" not in cps and "method.w_unsup" not in cps
     assert "method.w_unsup" in fix and "method.conf_thresh" in fix and "method.w_cps" not in fix
     assert {"method.w_cps", "method.w_select", "method.tau_region",

@@ -1,9 +1,10 @@
-"""MLflow tag and metric names: the wire format between the trackers, the report and the UI.
+"""Every name that crosses a process boundary: MLflow tags, Tune result keys, run roles.
 
-Everything that reads runs back (`rrn report`, the parent-run summary, the console,
-the tests) finds trials through these keys, so they live in one import-light module
-(no mlflow, no torch): the Tune trial code, the trackers and the report all import
-the same names from here.
+These are the wire format between the trial (producer) and the trackers, the
+searcher, the console, `rrn report`, the MLflow UI and the tests (consumers); `rrn
+submit` and the sweep driver agree on the RRN_* environment variables. They live in
+one import-light module (no mlflow, no ray, no torch), imported by producer and
+consumer alike, so a key can never be renamed on one side only.
 """
 
 from __future__ import annotations
@@ -67,6 +68,29 @@ TAG_RUN_KEY = "rrn.run_key"
 # --- artifacts
 CONFIG_ARTIFACT = "config.yaml"
 
-# --- Tune result keys beside the evaluation metrics (read by the console)
+# --- metric names (rrn_core's EvalResult.as_metrics(prefix=VAL_PREFIX), the loop's train/ scalars)
+VAL_PREFIX = "val/"
+TRAIN_PREFIX = "train/"
+METRIC_MIOU = "val/mIoU"                  # every sweep's default objective
+METRIC_DOMINANT_SHARE = "val/dominant_share"
+CLASS_IOU_PREFIX = "val/IoU/"             # + the class name (sanitised): per-class IoU
+
+# --- Tune result keys a trial reports beside its evaluation metrics (`val/...`)
+#: 1.0 when the evaluation is the run's last one (the searcher tells Optuna COMPLETE
+#: only then; an early-stopped trial is PRUNED).
+FULLY_TRAINED = "rrn/fully_trained"
+STEP_KEY = "rrn/step"                  # the loop's step at this evaluation
+TOTAL_STEPS_KEY = "rrn/total_steps"    # the run's length
+WORLD_SIZE_KEY = "rrn/world_size"      # 2+ when the loop ran under a DDP process group
 #: 1.0 when the evaluation's predictions cover one class (EvalResult.collapsed).
 RESULT_COLLAPSED = "rrn/collapsed"
+
+# --- the config a trial receives from the searcher
+POINT_KEY = "point"                    # index of the grid point
+GRID_KEY = "grid"                      # the grid point's values {dotted key: value}
+PARAMS_KEY = "params"                  # the values its Optuna study sampled
+
+# --- environment set by `rrn submit` for the sweep it starts (explicit flags beat the file)
+ENV_TRACKING_URI = "RRN_TRACKING_URI"
+ENV_STORAGE_PATH = "RRN_STORAGE_PATH"
+ENV_STORAGE_ENDPOINT = "RRN_STORAGE_ENDPOINT_URL"

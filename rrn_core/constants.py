@@ -1,0 +1,12 @@
+"""Values that several parts of rrn_core must agree on, defined once.
+
+`IGNORE_INDEX` is the label of pixels no loss or metric counts (VOC's object
+outlines, padding of crops smaller than the crop size, Cityscapes' void classes);
+readers write it, losses skip it, evaluation masks it. `CHECKPOINT_NAME` is the file
+the loop commits its state to and every resume or `rrn eval` reads back.
+"""
+
+from __future__ import annotations
+
+IGNORE_INDEX = 255
+CHECKPOINT_NAME = "last.pt"
