@@ -30,11 +30,18 @@ def open_image_file(path: Path) -> Image.Image:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
+        img = Image.open(path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        img.close()
+        raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+    if getattr(img, "fp", None) is None:   # single-frame files close after load: no copy needed
+        return img
+    with img:                              # multi-frame formats keep the file open: copy the frame
+        return img.copy()
 
 
 def read_rgb(path: Path) -> Image.Image:
@@ -62,12 +69,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def check_mask_values(mask: np.ndarray, num_classes: int, path: Path) -> None:
     """Values must be class ids or the ignore index; anything else is a mislabelled file."""
-    valid = mask != IGNORE_INDEX
-    if not valid.any():
-        return
-    values = mask[valid]
-    if values.min() < 0 or values.max() >= num_classes:
-        bad = np.unique(values[(values < 0) | (values >= num_classes)])
+    # one boolean pass over the mask (no copy of the valid values): this runs on
+    # every training item, at full Cityscapes size
+    outside = (mask < 0) | (mask >= num_classes)
+    outside &= mask != IGNORE_INDEX
+    if outside.any():
+        bad = np.unique(mask[outside])
         shown = ", ".join(str(int(v)) for v in bad[:10])
         more = " ..." if bad.size > 10 else ""
         raise DataError(
