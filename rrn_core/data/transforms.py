@@ -218,10 +218,11 @@ def strong_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Colour jitter (p=0.8), grayscale (p=0.2), Gaussian blur (p=0.5, sigma 0.1..2) on
     a uint8 RGB crop.
 
-    Returns `image` itself (not a copy) when no op was drawn, so the caller can reuse
-    the weak view's work; otherwise a new array (the input is never written).
+    Returns `image` itself (not a copy) when no op was drawn and `image` is contiguous,
+    so the caller can reuse the weak view's work; otherwise a new array (the input is
+    never written).
     """
-    img = image
+    img = np.ascontiguousarray(image)   # OpenCV refuses flipped (negative-stride) views
     if rng.random() < 0.8:
         img = color_jitter(img, rng)
     if rng.random() < 0.2:

@@ -12,8 +12,8 @@ from PIL import Image
 
 from rrn_core.data import build_datasets
 from rrn_core.data.palette import save_mask_png
-from rrn_core.data.transforms import (MEAN, STD, crop_image, crop_mask, cutmix_boxes, cutmix_mask, denormalize,
-                                      normalize, sample_geometry, strong_view)
+from rrn_core.data.transforms import (MEAN, STD, _shift_hue, crop_image, crop_mask, cutmix_boxes, cutmix_mask,
+                                      denormalize, normalize, sample_geometry, strong_view)
 from rrn_core.sections import CutMixConfig, DataConfig
 
 
@@ -190,3 +190,15 @@ def test_normalize_table_matches_the_arithmetic() -> None:
     img = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
     arr = (img.astype(np.float32) / np.float32(255.0) - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
     assert torch.equal(normalize(img), torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))))
+
+
+def test_strong_view_ops_keep_their_meaning() -> None:
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 200
+    # a third of a turn of hue takes red to green, keeping saturation and value
+    assert np.abs(_shift_hue(red, 1 / 3).astype(int) - [0, 200, 0]).max() <= 6
+    assert np.array_equal(_shift_hue(red, 0.0), red)
+    flipped = np.random.default_rng(0).integers(0, 256, (8, 10, 3), dtype=np.uint8)[:, ::-1]
+    for seed in range(8):   # a flipped view (negative strides) is accepted, the same as its copy
+        assert np.array_equal(strong_view(flipped, np.random.default_rng(seed)),
+                              strong_view(flipped.copy(), np.random.default_rng(seed)))
