@@ -9,6 +9,7 @@ user can act on, instead of a bare PIL or numpy error deep inside a DataLoader.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,16 @@ def open_image_file(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as err:
         img.close()
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
-    if getattr(img, "fp", None) is None:   # single-frame files close after load: no copy needed
+    if not _holds_file(img):   # single-frame files close after load: no copy needed
         return img
-    with img:                              # multi-frame formats keep the file open: copy the frame
+    with img:                  # multi-frame formats (GIF) keep the file open: copy the frame, close
         return img.copy()
+
+
+def _holds_file(img: Image.Image) -> bool:
+    """Whether a loaded image still keeps its file open (formats that seek between frames)."""
+    handles = (getattr(img, "fp", None), getattr(img, "_fp", None))
+    return any(isinstance(f, io.IOBase) and not f.closed for f in handles)
 
 
 def read_rgb(path: Path) -> Image.Image:
