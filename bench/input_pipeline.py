@@ -1,4 +1,4 @@
-"""Images/s of the training input pipeline, and the GPU step time it can keep fed.
+"""Images/s of the training input pipeline, before and after, and the GPU step time it can keep fed.
 
 Generated data at the real sizes: VOC-size JPEGs (500x375, palette-free id masks)
 and Cityscapes-size PNGs (2048x1024, labelIds masks), read through the run's own
@@ -11,13 +11,23 @@ per worker process, and seconds per step: a GPU step faster than that waits for
 data. A per-stage profile in one process (decode, geometry, strong view,
 normalise, CutMix) says where the time goes.
 
-    .venv/bin/python bench/input_pipeline.py [--sets voc cityscapes] [--workers 1 2 4] [--steps 8]
+Before/after in one run: `--baseline REV` (default: the revision before the
+pipeline was sped up) extracts rrn_core/ as it was at REV (`git archive`) and
+measures it with the same generated files, configs and loaders; each setting runs
+today's code and REV's in turn, each in a fresh process, so a load that comes and
+goes on a shared machine hits both alike. `--baseline none` measures today's only.
+
+    .venv/bin/python bench/input_pipeline.py [--sets voc cityscapes] [--workers 1 2 4] [--steps 6]
+        [--baseline 9fdc1b7]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +37,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# The rrn_core to measure: this checkout's, or an extracted older revision's (--baseline)
+SOURCE_ENV = "RRN_BENCH_SOURCE"
+sys.path.insert(0, os.environ.get(SOURCE_ENV, str(REPO)))
 
 import torch  # noqa: E402
 
@@ -37,6 +49,7 @@ from rrn_core.data.datasets import item_rngs  # noqa: E402
 from rrn_core.data.transforms import cutmix_mask, mask_tensor, normalize, shared_geometry, strong_view  # noqa: E402
 from rrn_core.loop import DistInfo, infinite_loader  # noqa: E402
 
+BASELINE = "9fdc1b7"   # the last revision with the PIL strong view and full-image resize
 VOC_SIZE = (500, 375)
 CITYSCAPES_SIZE = (2048, 1024)
 CITYSCAPES_LABEL_IDS = (7, 8, 11, 21, 23, 24, 26)   # road, sidewalk, building, vegetation, sky, person, car
@@ -163,6 +176,58 @@ def profile_stages(cfg: RunConfig, items: int) -> dict[str, float]:
     return {k: v / items * 1000 for k, v in totals.items()}
 
 
+def item_ms(cfg: RunConfig, items: int) -> dict[str, float]:
+    """Milliseconds per unlabeled item (load, both views, masks) in this process, by the
+    wall clock and by this process's CPU time: the per-item cost without loader
+    overheads, comparable across revisions; the CPU figure barely moves when other
+    jobs share the cores, the wall figure does."""
+    ds = build_datasets(cfg.data, cfg.runtime.seed).unlabeled
+    ds[(0, 0)]   # first-call costs (imports, tables) are not per item
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(items):
+        ds[(i % len(ds), i)]
+    return {"wall": (time.perf_counter() - wall) / items * 1000, "cpu": (time.process_time() - cpu) / items * 1000}
+
+
+def source_tree(rev: str, dest: Path) -> Path:
+    """rrn_core/ as it was at git revision `rev`, extracted under `dest` (importable from there)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", rev, "rrn_core"], cwd=REPO, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def measure_in(source: Path | None, kind: str, root: Path, workers: int, steps: int,
+               items: int, crop: int | None = None, batch: int | None = None) -> dict[str, float]:
+    """`measure_loaders` and `item_ms` in a fresh process importing rrn_core from `source`
+    (None: this checkout), so each revision runs with its own code in its workers too."""
+    spec = {"kind": kind, "root": str(root), "workers": workers, "steps": steps, "items": items,
+            "crop": crop, "batch": batch}
+    env = dict(os.environ)
+    if source is None:
+        env.pop(SOURCE_ENV, None)
+    else:
+        env[SOURCE_ENV] = str(source)
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--measure-json", json.dumps(spec)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _measure_json(spec: dict) -> None:
+    """Child side of `measure_in`: print one JSON line of figures."""
+    import rrn_core
+    expected = Path(os.environ.get(SOURCE_ENV, REPO)).resolve()
+    if not Path(rrn_core.__file__).resolve().is_relative_to(expected):
+        raise SystemExit(f"rrn_core imported from {rrn_core.__file__}, expected under {expected}")
+    torch.set_num_threads(1)
+    cfg = pipeline_config(spec["kind"], Path(spec["root"]), spec["workers"], spec["crop"], spec["batch"])
+    result = measure_loaders(cfg, spec["steps"])
+    result["item_ms"] = item_ms(pipeline_config(spec["kind"], Path(spec["root"]), 0, spec["crop"],
+                                                spec["batch"]), spec["items"])
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["voc", "cityscapes"], choices=["voc", "cityscapes"])
@@ -170,12 +235,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting")
     parser.add_argument("--images", type=int, default=48, help="generated train images per set")
     parser.add_argument("--profile-items", type=int, default=12)
+    parser.add_argument("--baseline", default=BASELINE, help="git revision to compare with ('none': skip)")
     parser.add_argument("--root", default=None, help="where to generate (default: a temp dir)")
+    parser.add_argument("--measure-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_json:
+        _measure_json(json.loads(args.measure_json))
+        return
     torch.set_num_threads(1)
+    compare = args.baseline.lower() != "none"
     print(f"cpu cores {os.cpu_count()}; one step = labeled batch + 2 unlabeled batches; "
-          f"{args.steps} timed steps per setting after one warm-up step")
+          f"{args.steps} timed steps per setting after one warm-up step"
+          + (f"; before = rrn_core at {args.baseline}, after = this checkout" if compare else ""))
     with tempfile.TemporaryDirectory(dir=args.root) as tmp:
+        old = source_tree(args.baseline, Path(tmp) / "baseline") if compare else None
         for kind in args.sets:
             tic = time.perf_counter()
             if kind == "voc":
@@ -189,15 +262,39 @@ def main() -> None:
             print(f"\n{kind}: {args.images} {what} (generated in {time.perf_counter() - tic:.0f} s), "
                   f"crop {dc.crop_size}, batch {dc.batch_size} + 2x{dc.unlabeled_batch_size}")
             stages = profile_stages(cfg, args.profile_items)
-            print("  one unlabeled item, one process: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items())
+            print("  one unlabeled item, one process (after): "
+                  + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items())
                   + f" (total {sum(stages.values()):.1f} ms)")
-            print(f"  {'workers/loader':>14}{'processes':>11}{'images/s':>10}{'per worker':>12}{'s/step':>9}")
-            for workers in args.workers:
-                r = measure_loaders(pipeline_config(kind, root, workers), args.steps)
-                print(f"  {workers:>14}{r['processes']:>11}{r['images_s']:>10.1f}{r['per_worker']:>12.2f}"
-                      f"{r['step_s']:>9.3f}")
-    print("\ns/step is the fastest GPU step this pipeline keeps fed on this machine; "
-          "per-worker images/s scale it to a host with more cores.")
+            print(f"  {'workers/loader':>14}{'processes':>11}"
+                  + (f"{'before img/s':>14}{'after img/s':>13}{'ratio':>7}" if compare else f"{'images/s':>10}")
+                  + f"{'per worker':>12}{'s/step':>9}")
+            items = []
+            for n, workers in enumerate(args.workers):
+                # alternate which revision goes first, so neither always gets the cooler machine
+                order = ([None, old] if n % 2 == 0 else [old, None]) if compare else [None]
+                runs = {src: measure_in(src, kind, root, workers, args.steps, args.profile_items)
+                        for src in order}
+                new = runs[None]
+                items.append((runs[old]["item_ms"] if compare else None, new["item_ms"]))
+                row = f"  {workers:>14}{new['processes']:>11}"
+                if compare:
+                    before = runs[old]
+                    row += (f"{before['images_s']:>14.1f}{new['images_s']:>13.1f}"
+                            f"{new['images_s'] / before['images_s']:>6.2f}x")
+                else:
+                    row += f"{new['images_s']:>10.1f}"
+                print(row + f"{new['per_worker']:>12.2f}{new['step_s']:>9.3f}")
+            for clock in ("cpu", "wall"):
+                after_ms = statistics.median(a[clock] for _, a in items)
+                line = f"  per unlabeled item, one process, {clock} time (median of {len(items)}): "
+                if compare:
+                    before_ms = statistics.median(b[clock] for b, _ in items)
+                    line += f"before {before_ms:.1f} ms, after {after_ms:.1f} ms ({before_ms / after_ms:.2f}x)"
+                else:
+                    line += f"{after_ms:.1f} ms"
+                print(line)
+    print("\nper worker and s/step are the after pipeline's; s/step is the fastest GPU step it "
+          "keeps fed on this machine; per-worker images/s scale it to a host with more cores.")
 
 
 if __name__ == "__main__":

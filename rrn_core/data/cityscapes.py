@@ -102,9 +102,11 @@ class CityscapesLayout(Layout):
     def decode_mask(self, img: Image.Image, path: Path) -> np.ndarray:
         if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
             raise DataError(f"{path}: unsupported mask image mode {img.mode!r} (expected L or P)")
-        ids = np.asarray(img).astype(np.int64)
+        raw = np.asarray(img)
         if path.name.endswith(LABEL_IDS_SUFFIX) or (
             "labelIds" in path.name and "TrainIds" not in path.name
         ):
-            return labels_to_train_ids(ids)
-        return ids
+            if raw.dtype == np.uint8:   # 8-bit ids: one table lookup, no int64 copy first
+                return LABEL_TO_TRAIN_ID[raw]
+            return labels_to_train_ids(raw)
+        return raw.astype(np.int64)

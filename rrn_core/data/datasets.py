@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 
 from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.layout import Layout, Sample
-from rrn_core.data.transforms import cutmix_mask, mask_tensor, normalize, shared_geometry, strong_view
+from rrn_core.data.transforms import (crop_image, crop_mask, cutmix_mask, mask_tensor, normalize, sample_geometry,
+                                      strong_view)
 from rrn_core.sections import CutMixConfig
 
 Key = int | tuple[int, int] | Sequence[int]
@@ -71,8 +72,9 @@ class LabeledDataset(_SampleDataset):
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
         index, (geo,) = item_rngs(key, len(self), self.seed, 1)
         image, mask = self.layout.load(self.samples[index])
-        img, lab, _ = shared_geometry(image, mask, geo, self.crop_size, self.scale_range)
-        return {"image": normalize(img), "mask": mask_tensor(lab)}
+        g = sample_geometry(image.size, geo, self.crop_size, self.scale_range)
+        lab, _ = crop_mask(mask, g)
+        return {"image": normalize(crop_image(image, g)), "mask": mask_tensor(lab)}
 
 
 class UnlabeledDataset(_SampleDataset):
@@ -89,10 +91,15 @@ class UnlabeledDataset(_SampleDataset):
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
         index, (geo, photo, mix) = item_rngs(key, len(self), self.seed, 3)
         image, mask = self.layout.load(self.samples[index])
-        img, lab, ign = shared_geometry(image, mask, geo, self.crop_size, self.scale_range)
+        g = sample_geometry(image.size, geo, self.crop_size, self.scale_range)
+        img = crop_image(image, g)
+        lab, ign = crop_mask(mask, g)
+        weak = normalize(img)
+        strong = strong_view(img, photo)
         return {
-            "image_weak": normalize(img),
-            "image_strong": normalize(strong_view(img, photo)),
+            "image_weak": weak,
+            # about 1 item in 12 draws no photometric op: its strong view is the weak one
+            "image_strong": weak.clone() if strong is img else normalize(strong),
             "ignore": mask_tensor(ign),
             "cutmix_box": mask_tensor(cutmix_mask(self.crop_size, self.cutmix, mix)),
             "mask": mask_tensor(lab),

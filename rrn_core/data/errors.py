@@ -9,6 +9,7 @@ user can act on, instead of a bare PIL or numpy error deep inside a DataLoader.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,24 @@ def open_image_file(path: Path) -> Image.Image:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
+        img = Image.open(path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        img.close()
+        raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+    if not _holds_file(img):   # single-frame files close after load: no copy needed
+        return img
+    with img:                  # multi-frame formats (GIF) keep the file open: copy the frame, close
+        return img.copy()
+
+
+def _holds_file(img: Image.Image) -> bool:
+    """Whether a loaded image still keeps its file open (formats that seek between frames)."""
+    handles = (getattr(img, "fp", None), getattr(img, "_fp", None))
+    return any(isinstance(f, io.IOBase) and not f.closed for f in handles)
 
 
 def read_rgb(path: Path) -> Image.Image:
@@ -62,12 +76,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def check_mask_values(mask: np.ndarray, num_classes: int, path: Path) -> None:
     """Values must be class ids or the ignore index; anything else is a mislabelled file."""
-    valid = mask != IGNORE_INDEX
-    if not valid.any():
-        return
-    values = mask[valid]
-    if values.min() < 0 or values.max() >= num_classes:
-        bad = np.unique(values[(values < 0) | (values >= num_classes)])
+    # one boolean pass over the mask (no copy of the valid values): this runs on
+    # every training item, at full Cityscapes size
+    outside = (mask < 0) | (mask >= num_classes)
+    outside &= mask != IGNORE_INDEX
+    if outside.any():
+        bad = np.unique(mask[outside])
         shown = ", ".join(str(int(v)) for v in bad[:10])
         more = " ..." if bad.size > 10 else ""
         raise DataError(

@@ -4,18 +4,21 @@ Each training item is drawn from `np.random.default_rng([run seed, aug_seed, ind
 and nothing else, so a resumed run re-creates exactly the batches it would have
 seen. Geometry (scale, crop, flip) is drawn once and applied to image, mask and
 the padding map alike; the weak view is that geometry only, the strong view adds
-photometric noise on top (FixMatch/UniMatch style). Written with PIL and numpy
-because torchvision is unavailable here.
+photometric noise on top (FixMatch/UniMatch style). Geometry and decoding are
+PIL + numpy (the crop is resized from its source box, never the whole image);
+the photometric ops are OpenCV's uint8 kernels. No torchvision.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image
 
 from rrn_core.constants import IGNORE_INDEX
 from rrn_core.sections import CutMixConfig
@@ -25,13 +28,29 @@ STD = (0.229, 0.224, 0.225)
 
 
 # -- tensors ------------------------------------------------------------------
+def _normalize_table() -> np.ndarray:
+    """float32[3,256]: the normalised value of each byte per channel, computed exactly
+    as the arithmetic form would, so a lookup gives bit-identical tensors."""
+    values = np.arange(256, dtype=np.float32)[None, :] / np.float32(255.0)
+    mean = np.asarray(MEAN, dtype=np.float32)[:, None]
+    std = np.asarray(STD, dtype=np.float32)[:, None]
+    return (values - mean) / std
+
+
+_NORMALIZE_TABLE = _normalize_table()
+
+
 def normalize(image: Image.Image | np.ndarray) -> torch.Tensor:
-    """uint8 RGB [H,W,3] -> float[3,H,W], ImageNet-normalised (what pretrained ResNets expect)."""
-    arr = np.asarray(image, dtype=np.float32) / 255.0
-    mean = np.asarray(MEAN, dtype=np.float32)
-    std = np.asarray(STD, dtype=np.float32)
-    arr = (arr - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    """uint8 RGB [H,W,3] -> float[3,H,W], ImageNet-normalised (what pretrained ResNets expect).
+
+    One table lookup per channel, written straight into channel-first order: no
+    float copy of the whole image, no subtract/divide passes, no transpose copy.
+    """
+    arr = np.asarray(image, dtype=np.uint8)
+    out = np.empty((3,) + arr.shape[:2], dtype=np.float32)
+    for c in range(3):
+        np.take(_NORMALIZE_TABLE[c], arr[..., c], out=out[c])
+    return torch.from_numpy(out)
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:
@@ -48,12 +67,93 @@ def mask_tensor(mask: np.ndarray) -> torch.Tensor:
 
 
 # -- shared geometry ----------------------------------------------------------------
-def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize in numpy: exact for class ids of any range."""
-    h, w = mask.shape
-    rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(np.int64)
-    cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(np.int64)
-    return mask[rows[:, None], cols[None, :]]
+@dataclass(frozen=True)
+class Geometry:
+    """One draw of scale, crop window and flip, in the coordinates of the scaled image.
+
+    The scaled image is never built: only the `crop` x `crop` window of it that is
+    kept, so the cost is the crop's, not the (up to 4x larger) scaled image's.
+    """
+
+    width: int          # source size
+    height: int
+    scaled_w: int       # size after scaling (before padding)
+    scaled_h: int
+    x: int              # crop window origin in the padded scaled image
+    y: int
+    crop: int
+    flip: bool
+
+    @property
+    def valid_w(self) -> int:
+        """Columns of the window that fall on the image (the rest is right padding)."""
+        return min(self.crop, self.scaled_w - self.x)
+
+    @property
+    def valid_h(self) -> int:
+        return min(self.crop, self.scaled_h - self.y)
+
+
+def sample_geometry(size: tuple[int, int], rng: np.random.Generator, crop_size: int,
+                    scale_range: Sequence[float]) -> Geometry:
+    """Draw scale, crop origin and flip from `rng` (in this order, whatever the inputs),
+    from the image size alone: no pixel is touched before the draw is complete."""
+    w, h = size
+    scale = float(rng.uniform(scale_range[0], scale_range[1]))
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    ph, pw = max(crop_size, nh), max(crop_size, nw)
+    y = int(rng.integers(0, ph - crop_size + 1))
+    x = int(rng.integers(0, pw - crop_size + 1))
+    flip = bool(rng.random() < 0.5)
+    return Geometry(w, h, nw, nh, x, y, crop_size, flip)
+
+
+def crop_image(image: Image.Image, g: Geometry) -> np.ndarray:
+    """uint8[S,S,3]: the window of the bilinearly scaled image, padded with 0, flipped.
+
+    PIL's `resize(box=...)` samples the source exactly where a full resize would
+    (same centres, same antialiasing support), so this matches resize-then-crop up
+    to the rounding of the box coordinates (at most 1 grey level on a few pixels).
+    """
+    vw, vh = g.valid_w, g.valid_h
+    sx, sy = g.scaled_w / g.width, g.scaled_h / g.height
+    box = (g.x / sx, g.y / sy, (g.x + vw) / sx, (g.y + vh) / sy)
+    region = np.asarray(image.resize((vw, vh), Image.BILINEAR, box=box), dtype=np.uint8)
+    return _pad_and_flip(region, g, 0)
+
+
+def crop_mask(mask: np.ndarray | None, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """(mask int64[S,S], ignore int64[S,S]) for the window: nearest-neighbour class ids
+    (exact for any id range), padding 255 in both; a missing mask is all 255."""
+    vw, vh = g.valid_w, g.valid_h
+    if mask is None:
+        lab = np.full((vh, vw), IGNORE_INDEX, dtype=np.int64)
+    else:
+        rows = _nearest_index(g.y, vh, g.height, g.scaled_h)
+        cols = _nearest_index(g.x, vw, g.width, g.scaled_w)
+        lab = np.asarray(mask[rows[:, None], cols[None, :]], dtype=np.int64)
+    ign = np.zeros((vh, vw), dtype=np.int64)
+    return _pad_and_flip(lab, g, IGNORE_INDEX), _pad_and_flip(ign, g, IGNORE_INDEX)
+
+
+def _nearest_index(start: int, count: int, source: int, scaled: int) -> np.ndarray:
+    """Source rows (or columns) of scaled positions start..start+count-1 under a
+    nearest-neighbour resize of `source` to `scaled` pixels."""
+    pos = (np.arange(start, start + count) + 0.5) * source / scaled
+    return np.minimum(pos, source - 1).astype(np.int64)
+
+
+def _pad_and_flip(region: np.ndarray, g: Geometry, fill: int) -> np.ndarray:
+    """Place the valid part top-left in an S x S array of `fill` (pad right/bottom, as
+    the reference code does), then apply the flip."""
+    if region.shape[:2] == (g.crop, g.crop):
+        out = region
+    else:
+        out = np.full((g.crop, g.crop) + region.shape[2:], fill, dtype=region.dtype)
+        out[: region.shape[0], : region.shape[1]] = region
+    if g.flip:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
 
 
 def shared_geometry(image: Image.Image, mask: np.ndarray | None, rng: np.random.Generator,
@@ -66,68 +166,70 @@ def shared_geometry(image: Image.Image, mask: np.ndarray | None, rng: np.random.
     all 255. The generator is consumed the same way whatever the inputs, so two
     views of one draw stay aligned.
     """
-    w, h = image.size
-    scale = float(rng.uniform(scale_range[0], scale_range[1]))
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    img = np.asarray(image.resize((nw, nh), Image.BILINEAR), dtype=np.uint8)
-    if mask is None:
-        lab = np.full((nh, nw), IGNORE_INDEX, dtype=np.int64)
-    else:
-        lab = _resize_nearest(mask, nh, nw)
-    ign = np.zeros((nh, nw), dtype=np.int64)
-
-    ph, pw = max(crop_size, nh), max(crop_size, nw)
-    if (ph, pw) != (nh, nw):  # pad right/bottom, as the reference code does
-        img = np.pad(img, ((0, ph - nh), (0, pw - nw), (0, 0)), constant_values=0)
-        lab = np.pad(lab, ((0, ph - nh), (0, pw - nw)), constant_values=IGNORE_INDEX)
-        ign = np.pad(ign, ((0, ph - nh), (0, pw - nw)), constant_values=IGNORE_INDEX)
-
-    y = int(rng.integers(0, ph - crop_size + 1))
-    x = int(rng.integers(0, pw - crop_size + 1))
-    sl = (slice(y, y + crop_size), slice(x, x + crop_size))
-    img, lab, ign = img[sl], lab[sl], ign[sl]
-
-    if rng.random() < 0.5:
-        img, lab, ign = img[:, ::-1], lab[:, ::-1], ign[:, ::-1]
-    return np.ascontiguousarray(img), np.ascontiguousarray(lab), np.ascontiguousarray(ign)
+    g = sample_geometry(image.size, rng, crop_size, scale_range)
+    lab, ign = crop_mask(mask, g)
+    return crop_image(image, g), lab, ign
 
 
 # -- strong (photometric) view ------------------------------------------------------
-def _shift_hue(img: Image.Image, shift: float) -> Image.Image:
-    h, s, v = img.convert("HSV").split()
-    hue = (np.asarray(h, dtype=np.int64) + int(round(shift * 255))) % 256
-    return Image.merge("HSV", (Image.fromarray(hue.astype(np.uint8), "L"), s, v)).convert("RGB")
+# OpenCV's uint8 kernels (SIMD, one pass each): the strong view of a 321 crop in
+# ~1.4 ms against ~21 ms with PIL's ImageEnhance + HSV round trip and ~15 ms with
+# float numpy (bench/input_pipeline.py's profile; README "Measured"). One thread:
+# the DataLoader's worker processes are the parallelism, and no pool exists to be
+# inherited across fork.
+cv2.setNumThreads(1)
 
 
-def color_jitter(img: Image.Image, rng: np.random.Generator, brightness: float = 0.5,
-                 contrast: float = 0.5, saturation: float = 0.5, hue: float = 0.25) -> Image.Image:
-    """torchvision's ColorJitter semantics: factors in [1-x, 1+x], hue shift in [-h, h], random order."""
+def _grey_rgb(img: np.ndarray) -> np.ndarray:
+    """uint8[H,W,3] luma (ITU-R 601, as PIL's "L") repeated over three channels."""
+    return cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+def _shift_hue(img: np.ndarray, shift: float) -> np.ndarray:
+    """Rotate the HSV hue of uint8 RGB by `shift` turns (256 steps a turn), keeping S and V."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV_FULL)
+    hsv[..., 0] += np.uint8(int(round(shift * 256)) % 256)   # uint8 arithmetic wraps: mod 256
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+
+
+def color_jitter(img: np.ndarray, rng: np.random.Generator, brightness: float = 0.5,
+                 contrast: float = 0.5, saturation: float = 0.5, hue: float = 0.25) -> np.ndarray:
+    """torchvision's ColorJitter semantics on uint8 RGB [H,W,3]: factors in [1-x, 1+x],
+    hue shift in [-h, h], random order; each op rounds and saturates to 0..255, as
+    PIL's ImageEnhance did."""
     factors = [rng.uniform(max(0.0, 1 - brightness), 1 + brightness),
                rng.uniform(max(0.0, 1 - contrast), 1 + contrast),
                rng.uniform(max(0.0, 1 - saturation), 1 + saturation),
                rng.uniform(-hue, hue)]
     for op in rng.permutation(4):
-        if op == 0:
-            img = ImageEnhance.Brightness(img).enhance(factors[0])
-        elif op == 1:
-            img = ImageEnhance.Contrast(img).enhance(factors[1])
-        elif op == 2:
-            img = ImageEnhance.Color(img).enhance(factors[2])
+        if op == 0:      # blend with black
+            img = cv2.convertScaleAbs(img, alpha=float(factors[0]))
+        elif op == 1:    # blend with the mean grey level
+            mean = float(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).mean())
+            img = cv2.addWeighted(img, float(factors[1]), img, 0.0, (1 - float(factors[1])) * mean)
+        elif op == 2:    # blend with the pixel's own grey
+            img = cv2.addWeighted(img, float(factors[2]), _grey_rgb(img), 1 - float(factors[2]), 0.0)
         else:
-            img = _shift_hue(img, factors[3])
+            img = _shift_hue(img, float(factors[3]))
     return img
 
 
 def strong_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Colour jitter (p=0.8), grayscale (p=0.2), Gaussian blur (p=0.5) on a uint8 RGB crop."""
-    img = Image.fromarray(image, "RGB")
+    """Colour jitter (p=0.8), grayscale (p=0.2), Gaussian blur (p=0.5, sigma 0.1..2) on
+    a uint8 RGB crop.
+
+    Returns `image` itself (not a copy) when no op was drawn and `image` is contiguous,
+    so the caller can reuse the weak view's work; otherwise a new array (the input is
+    never written).
+    """
+    img = np.ascontiguousarray(image)   # OpenCV refuses flipped (negative-stride) views
     if rng.random() < 0.8:
         img = color_jitter(img, rng)
     if rng.random() < 0.2:
-        img = img.convert("L").convert("RGB")
+        img = _grey_rgb(img)
     if rng.random() < 0.5:
-        img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.1, 2.0))))
-    return np.asarray(img, dtype=np.uint8)
+        img = cv2.GaussianBlur(img, (0, 0), sigmaX=float(rng.uniform(0.1, 2.0)))
+    return img
 
 
 # -- CutMix -----------------------------------------------------------------------

@@ -107,9 +107,13 @@ def test_channels_last_gives_the_same_losses(synth_root, tmp_path):
     plain, nhwc = Recorder(), Recorder()
     train(run_config(synth_root, tmp_path / "nchw", "rrn", iters=3), plain)
     train(run_config(synth_root, tmp_path / "nhwc", "rrn", iters=3, runtime__channels_last=True), nhwc)
-    for step in (1, 2, 3):
+    # Steps 1-2 agree to ~1e-6. By step 3 the two formats' rounding has been through two
+    # updates and RRN's thresholded pseudo-labels, and one flipped pixel moves the loss by
+    # ~1.5e-4 relative on some seeds and data (seed 1 at 9fdc1b7, seed 0 since): a
+    # looser bound there, still far below what a wrong layout in any op would give.
+    for step, rel in ((1, 1e-5), (2, 1e-5), (3, 2e-3)):
         for key in ("train/loss", "train/loss_sup", "train/loss_disc"):
-            assert nhwc.logs[step][key] == pytest.approx(plain.logs[step][key], rel=1e-4, abs=1e-5), (step, key)
+            assert nhwc.logs[step][key] == pytest.approx(plain.logs[step][key], rel=rel, abs=1e-5), (step, key)
 
 
 @pytest.mark.gpu

@@ -108,3 +108,16 @@ def test_unsupported_mask_mode_is_named(voc_root: Path) -> None:
     (voc_root / "v.txt").write_text("JPEGImages/2008_000000.jpg SegmentationClass/2008_000000.tiff\n")
     with pytest.raises(DataError, match=r"2008_000000\.tiff: unsupported mask image mode 'CMYK'"):
         build_datasets(cfg_for(voc_root, val_split="v.txt"), 0).val[0]
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg", "gif", "tif"])
+def test_opened_images_hold_no_file_and_keep_their_pixels(tmp_path: Path, ext: str) -> None:
+    # single-frame files are returned as loaded (no copy); GIF keeps its file open for
+    # seeking, so its frame is copied and the file closed
+    from rrn_core.data.errors import _holds_file, open_image_file
+
+    path = tmp_path / f"im.{ext}"
+    Image.fromarray(np.full((5, 6, 3), 200, np.uint8)).save(path)
+    img = open_image_file(path)
+    assert not _holds_file(img)
+    assert np.asarray(img).shape[:2] == (5, 6) and img.size == (6, 5)
