@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -37,6 +38,16 @@ class ClusterError(RuntimeError):
 
 
 _GIVEN_PORTS: set[int] = set()
+
+
+def kept_under_tmp() -> list[str]:
+    """The folders under /tmp an isolated node still needs: the Python environment
+    and the project's code (outermost ones only)."""
+    import orchestration
+
+    candidates = {Path(sys.prefix).resolve(), Path(orchestration.__file__).resolve().parents[1]}
+    under = sorted(str(p) for p in candidates if p.is_relative_to("/tmp") and p != Path("/tmp"))
+    return [p for p in under if not any(p != q and Path(p).is_relative_to(q) for q in under)]
 
 
 def free_port() -> int:
@@ -356,9 +367,18 @@ class RayNode:
             cmd = [ray, "start", "--address", f"127.0.0.1:{self.head_port}", "--num-cpus", str(self.num_cpus),
                    "--min-worker-port", str(base), "--max-worker-port", str(base + 49), *common]
         if self.isolate:
-            # A private, empty /tmp for this node and every process it starts.
+            # A private, empty /tmp for this node and every process it starts. The
+            # Python environment and the code, when they live under /tmp (a clone in
+            # /tmp, as CI may make), are bind-mounted aside first, then moved back
+            # onto the new /tmp (all inside the node's own mount namespace).
+            keep = kept_under_tmp()
+            steps = [f"k{i}=$(mktemp -d /var/tmp/rrn-keep-XXXXXX) && mount --bind {shlex.quote(p)} $k{i}"
+                     for i, p in enumerate(keep)]
+            steps.append("mount -t tmpfs rrn-node-tmp /tmp")
+            steps += [f"mkdir -p {shlex.quote(p)} && mount --move $k{i} {shlex.quote(p)} && rmdir $k{i}"
+                      for i, p in enumerate(keep)]
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                   'mount -t tmpfs rrn-node-tmp /tmp && exec "$@"', "sh", *cmd]
+                   " && ".join(steps) + ' && exec "$@"', "sh", *cmd]
         return cmd
 
     @property
