@@ -166,8 +166,19 @@ def disturbed(cluster: LocalCluster, space: Path, mlflow_client: Any, s3: Any) -
         return {tid for tid, run in _running(mlflow_client).items()
                 if by_id.get(run.data.tags.get("rrn.nodes", "").split(",")[-1]) == victim.name
                 and checkpointed(tid)}
-    line.on_killed_node = eventually(trial_on_victim, 240, f"a checkpointed trial on {victim.name}", 0.5)
-    time.sleep(2.0)   # the driver registers the persisted checkpoint right after the upload
+    deadline = time.monotonic() + 240
+    while True:
+        eventually(trial_on_victim, max(1.0, deadline - time.monotonic()),
+                   f"a checkpointed trial on {victim.name}", 0.5)
+        time.sleep(2.0)   # the driver registers the persisted checkpoint right after the upload
+        # Trials are seconds long: kill only while one is still running there (one that
+        # finished during the wait would never be restarted, and prove nothing).
+        try:
+            line.on_killed_node = trial_on_victim()
+        except Exception:  # noqa: BLE001 - a service mid-answer: look again
+            line.on_killed_node = set()
+        if line.on_killed_node or time.monotonic() > deadline:
+            break
     line.killed_node = next(n for n, name in names.items() if name == victim.name)
     victim.kill()
     line.note(f"SIGKILLed {victim.name} ({line.killed_node[:8]}) running {sorted(line.on_killed_node)}")
