@@ -57,12 +57,18 @@ class StorageUnavailable(OSError):
     """The object store stayed unreachable for the whole retry budget."""
 
 
+def env_seconds(name: str, default: float) -> float:
+    """A non-negative number of seconds from the environment (`default` if unset or
+    not a number): the retry budgets of storage and tracking calls."""
+    try:
+        return max(0.0, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
 def retry_budget() -> float:
     """Seconds an operation keeps retrying (env RRN_STORAGE_RETRY_S, default 120)."""
-    try:
-        return max(0.0, float(os.environ.get(ENV_RETRY_S, DEFAULT_RETRY_S)))
-    except ValueError:
-        return DEFAULT_RETRY_S
+    return env_seconds(ENV_RETRY_S, DEFAULT_RETRY_S)
 
 
 def is_transient(err: BaseException) -> bool:

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from orchestration.storage_retry import env_seconds
+
 log = logging.getLogger(__name__)
 
 ENV_RETRY_S = "RRN_TRACKING_RETRY_S"
@@ -43,10 +45,8 @@ _TRANSIENT_WORDS = ("connection", "connect", "timed out", "timeout", "max retrie
 
 
 def retry_budget() -> float:
-    try:
-        return max(0.0, float(os.environ.get(ENV_RETRY_S, DEFAULT_RETRY_S)))
-    except ValueError:
-        return DEFAULT_RETRY_S
+    """Seconds a tracking call keeps retrying (env RRN_TRACKING_RETRY_S, default 600)."""
+    return env_seconds(ENV_RETRY_S, DEFAULT_RETRY_S)
 
 
 def is_unreachable(err: BaseException) -> bool:

@@ -163,7 +163,7 @@ def test_two_gpus_nccl_syncbn_evaluate_the_checkpointed_model(synth_root, tmp_pa
     (ranks share batch statistics), autocast; every rank logs the mIoU the rank-0
     checkpoint scores alone, and ranks still draw their own randomness."""
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
-        pytest.skip("this GPU has no bf16")
+        pytest.skip(reason="this GPU has no bf16")
     extra = {"runtime.device": "cuda", "runtime.amp": amp, "model.sync_bn": True,
              "runtime.channels_last": True}
     out = tmp_path / f"nccl-{amp}"

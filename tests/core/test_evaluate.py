@@ -258,7 +258,7 @@ def test_cuda_autocast_evaluation_of_a_real_network_agrees_with_fp32(amp: str) -
     from rrn_core.sections import ModelConfig
 
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
-        pytest.skip("this GPU has no bf16")
+        pytest.skip(reason="this GPU has no bf16")
     torch.manual_seed(0)
     net = build_segmenter(ModelConfig(backbone="resnet18", base_width=16, deep_stem=False,
                                       aspp_channels=32, low_level_channels=8, head_channels=32), 5)

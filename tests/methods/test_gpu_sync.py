@@ -24,7 +24,7 @@ from test_methods import NUM_CLASSES, make_batch, tiny_config
 @pytest.mark.parametrize("amp", [None, torch.bfloat16])
 def test_forward_has_no_host_sync_on_cuda(name: str, amp: torch.dtype | None) -> None:
     if amp is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        pytest.skip("this GPU has no bf16")
+        pytest.skip(reason="this GPU has no bf16")
     method = build_method(tiny_config(name, conf_thresh=0.0, tau_region=0.0), NUM_CLASSES).cuda().train()
     batch = {k: {kk: v.cuda() for kk, v in d.items()} for k, d in make_batch().items()}
     ctx = StepContext(step=5, total_steps=10, epoch=2.0)

@@ -100,7 +100,6 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     Yields the dashboard URL."""
     import os
 
-    import ray
 
     from ray_head import ray_head
 

@@ -36,6 +36,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from leak_scan import files_holding
 from cluster_faults import (EVAL_EVERY, ITERS, SWEEP, Timeline, all_objects, driver_rss_mb,
                             eventually, experiment_state, sweep_runs, write_space)
 from orchestration import cli_jobs
@@ -73,11 +74,11 @@ def shared() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def cluster(shared: Path) -> Iterator[LocalCluster]:
     if postgres_bin() is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql "
+        pytest.skip(reason="no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql "
                     "(scripts/setup.sh does when it can)")
     pytest.importorskip("psycopg2", reason="psycopg2-binary is not installed (scripts/setup.sh)")
     if shutil.which("runuser") is None and os.geteuid() == 0:
-        pytest.skip("root without runuser: cannot start PostgreSQL as the postgres user")
+        pytest.skip(reason="root without runuser: cannot start PostgreSQL as the postgres user")
     cluster = LocalCluster(shared / "cluster")
     patch = pytest.MonkeyPatch()
     try:
@@ -243,7 +244,7 @@ def test_cluster_has_isolated_worker_nodes_and_a_cpu_less_head(cluster: LocalClu
     workers = [n for n in nodes if not n["is_head_node"] and n["state"] == "ALIVE"]
     assert len(workers) == 2 and all(n["resources_total"]["CPU"] == 1 for n in workers)
     if not can_isolate_nodes():
-        pytest.skip("not root or no unshare: worker nodes share this machine's /tmp")
+        pytest.skip(reason="not root or no unshare: worker nodes share this machine's /tmp")
     assert cluster.isolate
     # A file in this process's /tmp is invisible on a worker node, and vice versa.
     import subprocess
@@ -427,13 +428,7 @@ def test_no_credential_anywhere(disturbed: Timeline, cluster: LocalCluster, s3: 
     # session (logs, job logs, runtime envs)
     roots = [shared, Path(cluster.head.temp_dir)]
     for root in roots:
-        for path in root.rglob("*"):
-            if path.is_file() and not path.is_symlink() and path.name != "moto.log":
-                try:
-                    data = path.read_bytes()
-                except OSError:
-                    continue
-                hits += [str(path) for s in secrets if s in data]
+        hits += files_holding(root, secrets, skip_names=["moto.log"])
     # the worker nodes' own /tmp (Ray session logs of every trial), read while they lived
     for where, text in disturbed.node_logs.items():
         hits += [where for s in secrets if s in text.encode()]

@@ -30,6 +30,7 @@ from orchestration.gitinfo import git_state
 from orchestration.jobs import (EXCLUDES, JobsError, auth_headers, build_request, parse_env, resolve_address,
                                 submission_id)
 from orchestration.space import SpaceError, load_space
+from leak_scan import files_holding
 from ray_head import free_port as _free_port
 from ray_head import ray_head as start_head
 
@@ -287,15 +288,7 @@ def test_no_secret_in_any_file_under_the_head_temp_dir(validate_job) -> None:
     """The submitting shell held AWS keys; after the check job and the job itself ran,
     Ray's whole temp dir (runtime_env_agent.log, dashboard logs, job logs, uploaded
     packages) holds neither."""
-    needles = [SECRET.encode(), SECRET_ID.encode()]
-    hits = []
-    for path in _head_temp_dir().rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                data = path.read_bytes()
-                hits += [f"{path}: {n.decode()}" for n in needles if n in data]
-        except OSError:
-            continue
+    hits = files_holding(_head_temp_dir(), [SECRET.encode(), SECRET_ID.encode()])
     assert not hits, "credentials written to:\n" + "\n".join(hits)
     assert any(_head_temp_dir().rglob("runtime_env_agent.log")), "Ray wrote no runtime env log: wrong folder?"
 

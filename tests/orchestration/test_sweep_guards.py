@@ -22,6 +22,7 @@ import yaml
 from test_sweep import make_synth, mlflow_runs, write_space
 
 from orchestration.sweep import run_sweep
+from leak_scan import files_holding
 from orchestration.prepare import SweepError, SweepOptions
 
 pytestmark = pytest.mark.slow
@@ -29,18 +30,6 @@ pytestmark = pytest.mark.slow
 # Drawn per run, never literal: Ray's temp dir also holds uploaded copies of this file.
 SECRET_ID = "AKIA" + uuid.uuid4().hex[:16].upper()
 SECRET = "rrn-leak-check-" + uuid.uuid4().hex
-
-
-def files_holding(folder: Path, needles: list[bytes]) -> list[str]:
-    hits = []
-    for path in folder.rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                data = path.read_bytes()
-                hits += [f"{path}: {n.decode()}" for n in needles if n in data]
-        except OSError:
-            continue
-    return hits
 
 
 def test_unplaceable_sweep_stops_reruns_under_its_name_and_leaks_no_secret(
