@@ -124,7 +124,8 @@ class Timeline:
 
     submission_ids: list[str] = field(default_factory=list)
     killed_node: str | None = None             # Ray node id of the SIGKILLed worker
-    on_killed_node: set[str] = field(default_factory=set)   # trial ids running there then
+    killed_at: float = 0.0                      # epoch seconds of the SIGKILL
+    on_killed_node: set[str] = field(default_factory=set)   # trial ids seen running there then
     s3_down: tuple[float, float] | None = None      # epoch seconds
     mlflow_down: tuple[float, float] | None = None
     running_during_s3: set[str] = field(default_factory=set)
