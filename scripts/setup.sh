@@ -2,9 +2,7 @@
 # Create .venv and install rrn into it. torch is installed first and pinned
 # (torch==2.13.0, the CPU build on this disk), so that no dependency can make pip
 # fetch a multi-GB CUDA build. Re-running is cheap: a stamp file skips the work
-# unless pyproject.toml or constraints.txt changed. --no-compile: Python compiles
-# modules on first import anyway; byte-compiling all of ray, mlflow and torch up
-# front costs about a minute on 2 cores, most of it for modules never imported.
+# unless pyproject.toml or constraints.txt changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -43,7 +41,7 @@ if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constrai
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --no-compile "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
+"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+"$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[dev]"
 touch "$stamp"
 echo "rrn installed in $VENV"
