@@ -12,6 +12,12 @@ Why each piece is what it is:
 * MLflow: `mlflow server` on a PostgreSQL database (Debian's server binaries,
   `initdb` into a temp dir, run as the `postgres` user when we are root),
   artifacts proxied to S3 (`--artifacts-destination s3://...`), as deploy/ does.
+  Its S3 client makes one attempt per request (AWS_MAX_ATTEMPTS=1): with
+  botocore's default retries an upload through the proxy hangs ~22 s before the
+  client hears of an S3 outage, one that began late may go through with no
+  error at all, and the fault test could not tell the outage met a trial. With
+  one attempt the trial learns within ~3 s and its tracking client retries
+  (orchestration/tracking_retry.py), which is what the test checks.
 * S3: moto's HTTP server behind a `tcp_relay`: faults stop the relay, never moto,
   whose objects live in memory (see orchestration/tcp_relay.py).
 * Credentials (AWS keys, the database password) are random per cluster and reach
@@ -121,6 +127,7 @@ class LocalCluster:
         self.mlflow = MlflowServer(self.root / "mlflow",
                                    {**env, "PGPASSWORD": self.postgres.password,
                                     "MLFLOW_S3_ENDPOINT_URL": self.s3.url,
+                                    "AWS_MAX_ATTEMPTS": "1",   # see the module docstring
                                     # no GenAI job runners: they double the start-up time
                                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                                    self.postgres.uri, f"s3://{self.s3.bucket}/mlartifacts")
