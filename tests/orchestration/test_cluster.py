@@ -134,6 +134,13 @@ def _running(client: Any) -> dict[str, Any]:
     return {c.data.tags["rrn.trial_id"]: c for c in children if c.info.status == "RUNNING"}
 
 
+def _training(client: Any, within_s: float = 2.0) -> set[str]:
+    """Running trials that logged a training step in the last `within_s` seconds."""
+    recent = (time.time() - within_s) * 1000
+    return {tid for tid, run in _running(client).items()
+            if any(m.timestamp > recent for m in client.get_metric_history(run.info.run_id, "train/loss"))}
+
+
 def _finished(client: Any) -> set[str]:
     _, children = sweep_runs(client)
     return {c.data.tags["rrn.trial_id"] for c in children if c.info.status == "FINISHED"}
@@ -185,13 +192,8 @@ def disturbed(cluster: LocalCluster, space: Path, mlflow_client: Any, s3: Any) -
     # upload through MLflow's proxy fails (the server tries S3 once, see
     # local_cluster.py) and is retried, or its checkpoint write is. Its retries then
     # meet the MLflow outage too; overlapping the two keeps the module's time down.
-    def training_now() -> set[str]:
-        rss()
-        recent = time.time() * 1000 - 2000
-        return {tid for tid, run in _running(mlflow_client).items()
-                if any(m.timestamp > recent
-                       for m in mlflow_client.get_metric_history(run.info.run_id, "train/loss"))}
-    line.running_during_s3 = eventually(training_now, 120, "a training trial", 0.2)
+    line.running_during_s3 = eventually(lambda: (rss() or True) and _training(mlflow_client), 120,
+                                        "a training trial", 0.2)
     s3_down = time.time()
     cluster.s3.stop_relay()
     time.sleep(10)
