@@ -27,7 +27,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from rrn_core.checkpoint import capture_rng_state, checkpoint_exists, load_checkpoint, restore_rng_state
+from rrn_core.budget import Budget, resolve_budget
 from rrn_core.checkpoint_writer import CheckpointWriter
+from rrn_core.compute import ComputeMeter, network_names
 from rrn_core.config import RunConfig
 from rrn_core.constants import CHECKPOINT_NAME
 from rrn_core.data.bundle import DataBundle, build_datasets
@@ -42,6 +44,9 @@ RANK_SEED_STRIDE = 1_000_003  # a prime, so rank seeds never collide with nearby
 
 class TrainHooks:
     """Observers of a run; orchestration subclasses this (Ray reports, MLflow runs)."""
+
+    def on_start(self, facts: dict[str, Any]) -> None:
+        """Once, before the first step: the resolved budget and the split's sizes."""
 
     def on_log(self, step: int, scalars: dict[str, float]) -> None:
         pass
@@ -74,6 +79,9 @@ class TrainResult:
     final: EvalResult | None
     best_miou: float
     history: list[dict[str, float]] = field(default_factory=list)
+    budget: Budget | None = None
+    evals: list[tuple[int, float]] = field(default_factory=list)  # (step, mIoU) of this process's evaluations
+    compute: dict[str, float] = field(default_factory=dict)      # ComputeMeter totals at the end
 
 
 @dataclass
@@ -292,6 +300,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
     if rt.channels_last:
         method = method.to(memory_format=torch.channels_last)
     seg_opt, disc_opt = build_optimizers(method, cfg)
+    meter = ComputeMeter(network_names(method.branches, method.discriminators), info.world_size)
     torch.manual_seed(rank_seed(rt.seed, info.rank))
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -308,6 +317,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
         if state["scaler"] and scaler.is_enabled():  # a bf16/fp32 run saved an empty scaler
             scaler.load_state_dict(state["scaler"])
         start, best = state["step"], state.get("best_miou", -math.inf)
+        meter.load_state_dict(state.get("compute"))
         rng = state["rng"]
         restore_rng_state(rng[info.rank] if isinstance(rng, list) else rng, device)
     if info.enabled:
@@ -321,6 +331,9 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
     if uses_unlabeled and not bundle.unlabeled:
         raise ValueError(f"method {cfg.method.name!r} needs unlabeled images, but the split has none "
                          "(set data.label_ratio / data.label_count or data.unlabeled_split)")
+    budget = resolve_budget(oc, len(bundle.labeled), len(bundle.unlabeled) if bundle.unlabeled else 0,
+                            dc.batch_size, dc.unlabeled_batch_size, info.world_size, uses_unlabeled)
+    total = budget.iters
     if uses_unlabeled:
         ub = dc.unlabeled_batch_size
         unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, dc.num_workers, pin)
@@ -333,7 +346,9 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                             generator=torch.Generator().manual_seed(rt.seed))
     branches_for_eval = method.branches
 
-    progress = ConsoleProgress(rt.progress and info.is_main, cfg, start)
+    hooks.on_start(budget.as_params())
+    progress = ConsoleProgress(rt.progress and info.is_main, cfg, start, total)
+    evals: list[tuple[int, float]] = []
     window: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, float]] = []
     final: EvalResult | None = None
@@ -343,15 +358,15 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
     writer = CheckpointWriter()  # background, one write in flight; drained in `finally`
     wait_for_commit = hooks_read_checkpoint_files(hooks)
     try:
-        while step < oc.iters:
-            lr = poly_lr(oc.lr, step, oc.iters, oc.warmup_iters, oc.poly_power)
+        while step < total:
+            lr = poly_lr(oc.lr, step, total, oc.warmup_iters, oc.poly_power)
             for group in seg_opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
             batch = {"labeled": to_device(next(labeled), device, rt.channels_last)}
             if uses_unlabeled:
                 batch["unlabeled_a"] = to_device(next(unlabeled_a), device, rt.channels_last)
                 batch["unlabeled_b"] = to_device(next(unlabeled_b), device, rt.channels_last)
-            ctx = StepContext(step=step, total_steps=oc.iters, epoch=step / epoch_steps)
+            ctx = StepContext(step=step, total_steps=total, epoch=step / epoch_steps)
 
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 out = method(batch, ctx)
@@ -364,7 +379,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
             scalars["loss"] = out.loss.detach().float()
             scalars["lr"] = torch.tensor(lr)
             window.append(scalars)
-            if step % rt.log_every == 0 or step == oc.iters:
+            if step % rt.log_every == 0 or step == total:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 bad = int(first_bad)  # the one host sync of the window
@@ -373,21 +388,27 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 now = time.perf_counter()
                 for scalars in window:  # wall time per step over the window, GPU work included
                     scalars["iter_time"] = torch.tensor((now - window_start) / len(window))
+                meter.add_seconds(now - window_start)
+                meter.measure_flops()  # once per network, at the shape of its first input
                 window_start = now
                 means = {f"train/{k}": v for k, v in _mean_scalars(window, info).items()}
+                means.update(meter.totals())
                 window.clear()
                 hooks.on_log(step, means)
                 history.append({"step": step, **means})
                 progress.update(step, means)
 
-            if step % cfg.eval.every == 0 or step == oc.iters:
+            if step % cfg.eval.every == 0 or step == total:
                 if info.enabled:
                     share_rank0_buffers(method.branches)
+                meter.active = False  # evaluation is not training compute
                 final = evaluate(list(branches_for_eval), val_loader, num_classes, bundle.class_names,
                                  cfg.eval, device, dtype)
+                meter.active = True
                 best = max(best, final.miou)
+                evals.append((step, final.miou))
                 ckpt_dir = _save(cfg, method, seg_opt, disc_opt, scaler, step, best, info, device,
-                                 writer, wait_for_commit)
+                                 writer, wait_for_commit, meter)
                 hooks.on_evaluation(step, final, ckpt_dir)
                 progress.update(step, {"mIoU": final.miou})
                 if hooks.should_stop():
@@ -395,15 +416,17 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 window_start = time.perf_counter()  # evaluation time is not step time
     finally:
         progress.close()
+        meter.close()
         # The last checkpoint is committed before train returns; a failed write is
         # raised, unless another error is already on its way out.
         writer.close(raise_errors=sys.exc_info()[0] is None)
-    return TrainResult(steps=step, final=final, best_miou=best, history=history)
+    return TrainResult(steps=step, final=final, best_miou=best, history=history, budget=budget,
+                       evals=evals, compute=meter.totals())
 
 
 def _save(cfg: RunConfig, method: Method, seg_opt, disc_opt, scaler, step: int, best: float,
           info: DistInfo, device: torch.device, writer: CheckpointWriter,
-          wait_for_commit: bool = True) -> str:
+          wait_for_commit: bool = True, meter: ComputeMeter | None = None) -> str:
     """Rank 0 writes; every rank contributes its RNG state so a resumed DDP run matches.
 
     The write goes through `writer`: in the background (rank 0 is blocked only for
@@ -426,6 +449,7 @@ def _save(cfg: RunConfig, method: Method, seg_opt, disc_opt, scaler, step: int, 
             "disc_opt": disc_opt.state_dict() if disc_opt is not None else None,
             "scaler": scaler.state_dict(),
             "rng": rng,
+            "compute": meter.state_dict() if meter is not None else None,
             "config": cfg.model_dump(mode="json"),
         }
         writer.save(state, f"{ckpt_dir}/{CHECKPOINT_NAME}", cfg.runtime.storage_options,
@@ -438,13 +462,13 @@ def _save(cfg: RunConfig, method: Method, seg_opt, disc_opt, scaler, step: int, 
 class ConsoleProgress:
     """A rich progress bar on rank 0 (a no-op elsewhere or when disabled)."""
 
-    def __init__(self, enabled: bool, cfg: RunConfig, start: int) -> None:
+    def __init__(self, enabled: bool, cfg: RunConfig, start: int, total: int) -> None:
         self.bar = None
         if not enabled:
             return
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        self.task = self.bar.add_task(f"{cfg.method.name}", total=cfg.optim.iters, completed=start, info="")
+        self.task = self.bar.add_task(f"{cfg.method.name}", total=total, completed=start, info="")
         self.info: dict[str, float] = {}
         self.bar.start()
 

@@ -96,16 +96,37 @@ class ModelConfig(StrictModel):
     sync_bn: bool = False
 
 
-class OptimConfig(StrictModel):
-    """SGD + poly, backbone lr x1 / head lr x`head_lr_mult` (UniMatch's habit)."""
+#: The budget of a config that states none.
+DEFAULT_ITERS = 1000
 
-    iters: int = Field(1000, ge=1)
+
+class OptimConfig(StrictModel):
+    """SGD + poly, backbone lr x1 / head lr x`head_lr_mult` (UniMatch's habit).
+
+    The budget is `iters`, or `epochs` passes over one set (`epochs_over`): the labeled
+    set, as UniMatch counts its supervised baseline (more labels, more iterations), or
+    the unlabeled set, as its semi-supervised scripts do. An epoch budget is resolved
+    to iterations once the split is known (rrn_core/budget.py); a run logs both.
+    """
+
+    iters: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0.0)
+    epochs_over: Literal["labeled", "unlabeled"] = "labeled"
     lr: float = Field(0.0025, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     head_lr_mult: float = Field(10.0, gt=0.0)
     warmup_iters: int = Field(0, ge=0)
     poly_power: float = Field(0.9, ge=0.0)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> OptimConfig:
+        if self.iters is not None and self.epochs is not None:
+            raise ValueError("give optim.iters or optim.epochs, not both "
+                             "(set the other to null to switch a base config's budget)")
+        if self.iters is None and self.epochs is None:
+            self.__dict__["iters"] = DEFAULT_ITERS  # no assignment validation loop
+        return self
 
 
 class EvalConfig(StrictModel):
