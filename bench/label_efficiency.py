@@ -1,15 +1,20 @@
-"""Label efficiency on the synthetic set: does unlabeled data help, and which method most?
+"""Label efficiency on the synthetic families: what do unlabeled images buy, and which method buys most?
 
-At 1/8 of the labels, trains supervised, cps, fixmatch and rrn over several seeds
-(split seed = model seed), and supervised with all labels as the ceiling, all with the
-same budget (configs/synth.yaml unless --config). Prints mean and spread of the final
-mIoU, plus pseudo-label accuracy and the RRN health signals where a method has them.
+At one label ratio (1/8 by default), trains every method of the methods table over
+several seeds (split seed = model seed) on each synthetic family, plus supervised with
+all labels as the ceiling, all at the same budget (configs/synth.yaml unless
+--config; `--set optim.iters=1600` or `--set optim.iters=null --set optim.epochs=...`).
+Prints, per family, the final evaluation's mean with its 95 % t interval, whether the
+runs were still improving (rrn_core/convergence.py), the compute each method spent,
+the RRN health signals, and then the verdicts exactly as `rrn report` prints them
+(orchestration's evidence module: paired by seed, 95 % t interval).
 
-    .venv/bin/python bench/label_efficiency.py [--seeds 0 1 2] [--iters 800] [--root DIR]
+    .venv/bin/python bench/label_efficiency.py --families textures shapes --seeds 0 1 2 3 4
 
-Ablations ride along as extra rows: `--variant rrn-no-fm:rrn:method.w_fm=0` adds an
-rrn run with that override for every seed. Long runs can be split across processes
-(`--threads 1 --methods ... --out part1.jsonl`) and merged with `--table part*.jsonl`.
+Ablations ride along as extra rows: `--variant rrn-no-fm:rrn:method.w_fm=0` adds an rrn
+run with that override for every seed; each variant is compared with its method and
+with cps. Long runs split across processes (`--threads 1 --families shapes --out
+part2.jsonl`) and merge with `--table part*.jsonl`.
 """
 
 from __future__ import annotations
@@ -20,24 +25,30 @@ import math
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 import yaml
+from scipy import stats
 
+from orchestration.evidence import compare_all, one_line
+from rrn_core.budget import resolve_budget
 from rrn_core.config import load_config
+from rrn_core.data.bundle import build_datasets
+from rrn_core.convergence import assess_siblings
 from rrn_core.data.synth import FAMILIES, generate_synthetic
 from rrn_core.loop import TrainHooks, train
+from rrn_core.methods.table import METHODS
 
-# Columns of the table: pseudo-label accuracy (all pixels, then only those the critics
-# kept) and the RRN health signals, averaged over the last logging window.
-HEALTH = ("train/pseudo_acc", "train/pseudo_acc_kept", "train/pseudo_acc_rejected", "train/regions_kept",
-          "train/critic_auroc")
-EVALS_PER_RUN = 4  # evaluations per run: a collapse at any of them after the first is flagged
+# RRN health signals, averaged over the last logging window.
+HEALTH = ("train/pseudo_acc", "train/pseudo_acc_kept", "train/regions_kept", "train/critic_auroc")
+EVALS_PER_RUN = 8   # enough late evaluations for the convergence rule's noise
+CEILING = "supervised @ all labels"
 
 
 class LastLog(TrainHooks):
-    """Keeps the last logging window's scalars and every evaluation's collapse verdict."""
+    """Keeps the last logging window's scalars and every evaluation."""
 
     def __init__(self) -> None:
         self.scalars: dict[str, float] = {}
@@ -47,8 +58,7 @@ class LastLog(TrainHooks):
         self.scalars = scalars
 
     def on_evaluation(self, step: int, result, checkpoint_dir: str | None) -> None:
-        self.evals.append({"step": step, "miou": result.miou, "dominant_share": result.dominant_share,
-                           "collapsed": result.collapsed})
+        self.evals.append({"step": step, "miou": result.miou, "collapsed": result.collapsed})
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, object]]:
@@ -61,59 +71,116 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, object]]:
     return label, method, overrides
 
 
-def print_table(rows: list[dict]) -> None:
-    by_label: dict[str, list[dict]] = {}
+def _interval(values: list[float]) -> str:
+    if len(values) < 2:
+        return "(1 seed)"
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return f"±{half:.3f}"
+
+
+def print_family(family: str, rows: list[dict]) -> None:
+    by_label: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
-        by_label.setdefault(row["label"], []).append(row)
-    iters = sorted({r["iters"] for r in rows})
+        by_label[row["label"]].append(row)
+    budgets = sorted({r["total_steps"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
-    families = sorted({r.get("family", "textures") for r in rows})
-    print(f"\nsynthetic set ({', '.join(families)}), {'/'.join(map(str, iters))} iterations, seeds {seeds}")
-    print(f"{'run':<26}{'n':>3}{'mIoU mean':>10}{'std':>8}{'min':>8}{'max':>8}"
-          f"{'pl acc':>8}{'kept':>7}{'rej.':>7}{'share':>7}{'auroc':>7}{'coll.':>6}")
+    print(f"\n== {family}: {'/'.join(map(str, budgets))} iterations, seeds {seeds}; "
+          "final evaluation's val mIoU, mean ± 95 % t half-width")
+    print(f"{'run':<24}{'n':>3}{'mIoU':>8}{'95% CI':>9}{'std':>7}{'impr.':>6}{'swing':>6}"
+          f"{'PFLOP':>8}{'dev-s':>7}{'pl acc':>7}{'kept':>6}{'auroc':>6}")
+    improving = total = 0
     for label, group in by_label.items():
         values = [r["miou"] for r in group]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        verdicts = assess_siblings([([(e["step"], e["miou"]) for e in r["evals"]], r["total_steps"])
+                                    for r in group])
+        still = sum(bool(v.still_improving) for v in verdicts)
+        swing = sum(bool(v.swinging) for v in verdicts)
+        improving, total = improving + still, total + len(group)
 
-        def mean_of(key: str, fmt: str = "{:.3f}") -> str:
-            found = [r["last"][key] for r in group if key in r["last"]]
-            return fmt.format(statistics.mean(found)) if found else "-"
+        def mean_of(key: str, source: str = "last") -> str:
+            found = [r[source][key] for r in group if key in r[source]]
+            return f"{statistics.mean(found):.3f}" if found else "-"
 
-        collapsed = sum(any(e["collapsed"] for e in r.get("evals", [])[1:]) for r in group)
-        print(f"{label:<26}{len(values):>3}{statistics.mean(values):>10.4f}{std:>8.4f}"
-              f"{min(values):>8.4f}{max(values):>8.4f}{mean_of(HEALTH[0]):>8}"
-              f"{mean_of(HEALTH[1]):>7}{mean_of(HEALTH[2]):>7}{mean_of(HEALTH[3]):>7}"
-              f"{mean_of(HEALTH[4]):>7}{collapsed:>6}")
-    print_pairs(by_label)
+        pflop = statistics.mean(r["compute"].get("compute/pflop", math.nan) for r in group)
+        dev_s = statistics.mean(r["compute"].get("compute/device_seconds", math.nan) for r in group)
+        print(f"{label:<24}{len(values):>3}{statistics.mean(values):>8.4f}{_interval(values):>9}"
+              f"{statistics.stdev(values) if len(values) > 1 else 0:>7.3f}{still:>6}{swing:>6}"
+              f"{pflop:>8.3f}{dev_s:>7.0f}{mean_of(HEALTH[0]):>7}{mean_of(HEALTH[2]):>6}"
+              f"{mean_of(HEALTH[3]):>6}")
+    if improving * 2 > total:
+        print(f"!! {improving} of {total} runs were still improving at the end: this budget is too "
+              "small to compare methods")
+    elif improving:
+        print(f"({improving} of {total} runs still improving at the end)")
+    print_verdicts(by_label)
 
 
-def print_pairs(by_label: dict[str, list[dict]]) -> None:
-    """rrn minus each other method at the same ratio, paired by seed (same split, same init)."""
-    rrn = next((label for label in by_label if label.startswith("rrn @")), None)
-    if rrn is None:
-        return
-    mine = {r["seed"]: r["miou"] for r in by_label[rrn]}
-    for label, group in by_label.items():
-        theirs = {r["seed"]: r["miou"] for r in group}
-        seeds = sorted(set(mine) & set(theirs))
-        if label == rrn or not seeds:
+def print_verdicts(by_label: dict[str, list[dict]]) -> None:
+    """Every method pair at the ratio, each variant against its method and cps, and the
+    ceiling against every method (paired by seed)."""
+    values = {(label, "same"): {r["seed"]: r["miou"] for r in group} for label, group in by_label.items()}
+    order = list(by_label)
+    variants = {r["label"]: r["method"] for g in by_label.values() for r in g if r.get("variant")}
+    for c in compare_all(values, order):
+        a, b = c.method, c.baseline
+        if a in variants and b not in (variants[a], "cps") or b in variants:
             continue
-        diffs = [mine[s] - theirs[s] for s in seeds]
-        wins = sum(d > 0 for d in diffs)
-        print(f"  {rrn} - {label}: {' '.join(f'{d:+.3f}' for d in diffs)}  "
-              f"mean {statistics.mean(diffs):+.4f}, rrn ahead on {wins}/{len(diffs)} seeds")
+        if CEILING in (a, b):
+            continue
+        print("  " + one_line(c).replace(" @ same", ""))
+    if CEILING in by_label:
+        for label in order:
+            if label != CEILING:
+                pair = {(CEILING, "same"): values[(CEILING, "same")], (label, "same"): values[(label, "same")]}
+                for c in compare_all(pair, [label, CEILING]):
+                    print("  " + one_line(c).replace(" @ same", ""))
+
+
+def print_table(rows: list[dict]) -> None:
+    for family in sorted({r["family"] for r in rows}):
+        print_family(family, [r for r in rows if r["family"] == family])
+
+
+def run_one(args, family: str, root: Path, seed: int, label: str, method: str, ratio: float | None,
+            overrides: dict, work: Path) -> dict:
+    cfg = load_config(args.config, {
+        "data.root": str(root), "data.label_ratio": ratio, "data.split_seed": seed,
+        "method.name": method, "runtime.seed": seed, "runtime.progress": False,
+        "runtime.resume": False, **args.set, **overrides,
+        "runtime.output_dir": str(work / f"{family}-{label.split()[0]}-{ratio}-{seed}"),
+    })
+    cfg, bundle = _with_eval_every(cfg, seed)
+    hooks = LastLog()
+    tic = time.perf_counter()
+    result = train(cfg, hooks, bundle=bundle)
+    return {"label": label, "method": method, "variant": bool(overrides), "family": family,
+            "seed": seed, "ratio": ratio, "total_steps": result.steps,
+            "miou": result.final.miou, "miou_best": result.best_miou,
+            "seconds": round(time.perf_counter() - tic, 1), "evals": hooks.evals,
+            "budget": result.budget.as_params() if result.budget else {},
+            "compute": result.compute,
+            "last": {k: v for k, v in hooks.scalars.items() if math.isfinite(v)}}
+
+
+def _with_eval_every(cfg, seed: int):
+    """The config with EVALS_PER_RUN evaluations, whatever the budget resolves to, and its data."""
+    bundle = build_datasets(cfg.data, seed)
+    budget = resolve_budget(cfg.optim, len(bundle.labeled), len(bundle.unlabeled or []),
+                            cfg.data.batch_size, cfg.data.unlabeled_batch_size,
+                            uses_unlabeled=METHODS[cfg.method.name].uses_unlabeled)
+    every = max(1, math.ceil(budget.iters / EVALS_PER_RUN))
+    return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"every": every})}), bundle
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/synth.yaml")
-    parser.add_argument("--root", help="synthetic data set (generated when missing)")
-    parser.add_argument("--family", choices=FAMILIES, default="textures", help="synthetic generator")
-    parser.add_argument("--classes", type=int, help="class count (default: the config's)")
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--ratio", type=float, default=0.125)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--iters", type=int, default=800)
-    parser.add_argument("--methods", nargs="*", default=["supervised", "cps", "fixmatch", "rrn"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run (the budget, say)")
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--no-ceiling", action="store_true", help="skip supervised with all labels")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:METHOD:K=V,...",
                         help="an extra row: METHOD at the ratio with config overrides")
@@ -121,6 +188,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append one JSON line per run here")
     parser.add_argument("--table", type=Path, nargs="+", help="only print the table of these JSONL files")
     args = parser.parse_args()
+    args.set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
 
     if args.table:
         print_table([json.loads(line) for path in args.table for line in path.read_text().splitlines() if line])
@@ -129,43 +197,25 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     work = Path(tempfile.mkdtemp(prefix="rrn-label-eff-"))
-    root = Path(args.root) if args.root else work / "synth"
-    base = load_config(args.config)
-    classes = args.classes or base.data.num_classes
-    if not (root / "ImageSets").exists():
-        generate_synthetic(root, num_classes=classes, num_train=400, num_val=100,
-                           size=96, seed=0, family=args.family)
-
     fraction = f"1/{round(1 / args.ratio)}"
-    runs: list[tuple[str, str, float | None, dict[str, object]]] = [
-        (f"{m} @ {fraction}", m, args.ratio, {}) for m in args.methods]
+    runs = [(f"{m} @ {fraction}", m, args.ratio, {}) for m in args.methods]
     runs += [(f"{label} @ {fraction}", m, args.ratio, o) for label, m, o in map(parse_variant, args.variant)]
     if not args.no_ceiling:
-        runs.append(("supervised @ all labels", "supervised", None, {}))
-
+        runs.append((CEILING, "supervised", None, {}))
     rows: list[dict] = []
-    for seed in args.seeds:
-        for label, method, ratio, overrides in runs:
-            cfg = load_config(args.config, {
-                "data.root": str(root), "data.num_classes": classes, "data.label_ratio": ratio, "data.split_seed": seed,
-                "method.name": method, "runtime.seed": seed, "optim.iters": args.iters,
-                "eval.every": max(1, args.iters // EVALS_PER_RUN), "runtime.progress": False, "runtime.resume": False,
-                "runtime.output_dir": str(work / f"{label.split()[0]}-{ratio}-{seed}"), **overrides,
-            })
-            hooks = LastLog()
-            tic = time.perf_counter()
-            result = train(cfg, hooks)
-            row = {"label": label, "family": args.family, "seed": seed, "iters": args.iters,
-                   "miou": result.final.miou, "seconds": round(time.perf_counter() - tic, 1),
-                   "evals": hooks.evals,
-                   "last": {k: v for k, v in hooks.scalars.items() if math.isfinite(v)}}
-            rows.append(row)
-            if args.out:
-                with args.out.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            flag = "  COLLAPSED at an evaluation" if any(e["collapsed"] for e in hooks.evals[1:]) else ""
-            print(f"seed {seed}  {label:<24} mIoU {row['miou']:.4f}  ({row['seconds']:.0f} s){flag}", flush=True)
-    print(f"(data {root})")
+    for family in args.families:
+        root = work / family
+        generate_synthetic(root, num_classes=load_config(args.config).data.num_classes, num_train=400,
+                           num_val=100, size=96, seed=0, family=family)
+        for seed in args.seeds:
+            for label, method, ratio, overrides in runs:
+                row = run_one(args, family, root, seed, label, method, ratio, overrides, work)
+                rows.append(row)
+                if args.out:
+                    with args.out.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                print(f"{family:<9} seed {seed}  {label:<24} mIoU {row['miou']:.4f}  "
+                      f"({row['seconds']:.0f} s, {row['total_steps']} it)", flush=True)
     print_table(rows)
 
 

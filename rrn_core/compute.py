@@ -62,8 +62,10 @@ class ComputeMeter:
         self._handles = [net.register_forward_pre_hook(self._hook(name)) for name, net in networks.items()]
 
     def _hook(self, name: str):
-        def count(_module: nn.Module, args: tuple[Any, ...]) -> None:
-            if not self.active:
+        network = self.networks[name]
+
+        def count(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if not self.active or module is not network:  # a deep copy carries the hook too
                 return
             images = args[0].shape[0] if args and isinstance(args[0], torch.Tensor) else 0
             self.forward[name] += images

@@ -208,3 +208,15 @@ def assess(
             swing_text = ""
     return Convergence(gain=gain, noise=noise, noise_ref=ref, still_improving=still_improving,
                        swinging=swinging, n_evals=len(clean), rule=gain_text + swing_text)
+
+
+def assess_siblings(runs: Sequence[tuple[Sequence[tuple[int, float]], int]],
+                    min_gain: float = MIN_GAIN) -> list[Convergence]:
+    """Judge each run of a group (same method, label amount and config; other seeds)
+    against the other runs' noise; a group of one is judged by its own noise."""
+    noises = [eval_noise(clean_evals(evals), total) for evals, total in runs]
+    out = []
+    for i, (evals, total) in enumerate(runs):
+        ref = sibling_noise(noises[:i] + noises[i + 1:]) if len(runs) > 1 else None
+        out.append(assess(evals, total, noise_ref=ref, min_gain=min_gain))
+    return out

@@ -38,6 +38,7 @@ from rrn_core.evaluate import EvalResult, evaluate
 from rrn_core.methods import Method, StepContext, StepOutput
 from rrn_core.methods.base import steps_per_epoch, unwrap
 from rrn_core.methods.build import build_method
+from rrn_core.precise_bn import recompute_bn_stats
 
 RANK_SEED_STRIDE = 1_000_003  # a prime, so rank seeds never collide with nearby run seeds
 
@@ -399,9 +400,11 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 progress.update(step, means)
 
             if step % cfg.eval.every == 0 or step == total:
+                meter.active = False  # evaluation is not training compute
+                if cfg.eval.precise_bn:
+                    recompute_bn_stats(method.branches, bundle.labeled, dc.batch_size, device, rt.channels_last)
                 if info.enabled:
                     share_rank0_buffers(method.branches)
-                meter.active = False  # evaluation is not training compute
                 final = evaluate(list(branches_for_eval), val_loader, num_classes, bundle.class_names,
                                  cfg.eval, device, dtype)
                 meter.active = True

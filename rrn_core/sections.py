@@ -130,7 +130,15 @@ class OptimConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
+    """How and how often a run is evaluated.
+
+    `precise_bn`: recompute BatchNorm statistics over the labeled set's training views
+    before each evaluation (rrn_core/precise_bn.py), so that an evaluation measures the
+    weights, not the last few batches' statistics.
+    """
+
     mode: Literal["whole", "sliding"] = "whole"
+    precise_bn: bool = True
     window: int = Field(512, ge=16)
     stride: int = Field(341, ge=1)
     every: int = Field(200, ge=1)
