@@ -18,8 +18,10 @@
 #               one needs Ray and is not collected)
 #   throughput  bench/gpu_throughput.py at the VOC config (ResNet-101, crop 512,
 #               batch 8 + 2x8) for rrn, cps, supervised in bf16 and fp32, channels_last
-#   train       python -m rrn_core train of configs/synth.yaml on cuda with AMP bf16,
-#               and an exact resume from its checkpoint (scripts/gpu_check/train_resume.py)
+#   train       configs/synth.yaml on cuda with AMP bf16 and channels_last, prepared as
+#               `rrn train` prepares it: a straight run, and one cut after its first
+#               evaluation then resumed from its checkpoint by `python -m rrn_core
+#               train`, which must end where the straight one did (train_resume.py)
 #   summary     one Markdown table of it all (summary.md), printed last
 # Results (at most 8 files, as a lent machine returns): gpu-check.log, steps.tsv,
 # env.json, pytest-gpu.xml, gpu_throughput.json, train_resume.json, summary.md.

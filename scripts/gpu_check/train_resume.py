@@ -1,14 +1,14 @@
 """One short `train` of configs/synth.yaml, and an exact resume from its checkpoint.
 
 Three runs of the same config and overrides (device, AMP, channels_last), on a
-generated synthetic set:
-  straight   `python -m rrn_core train` (the CLI `rrn train` wraps, minus MLflow), all
-             `iters` steps in one go;
-  cut        the same config through the CLI's own preparation (`prepared_run`),
-             stopped by a hook after its first evaluation (step `every`);
-  resumed    `python -m rrn_core train` again on cut's output folder: it must start
-             from cut's checkpoint (print only later evaluations) and end where
-             straight ended: same mIoU, same weights up to the tolerance.
+generated synthetic set, each prepared as `rrn train` prepares it (the CLI's
+`prepared_run`: config, --set overrides, preflight):
+  straight   all `iters` steps in one go (in this process);
+  cut        the same, stopped by a hook after its first evaluation (step `every`);
+  resumed    `python -m rrn_core train` (the command `rrn train` is, minus MLflow) on
+             cut's output folder: it must start from cut's checkpoint (evaluate only
+             after it) and end where straight ended: same mIoU, same weights up to
+             the tolerance.
 On CPU the resumed run matches to rounding (tolerance 1e-5); on CUDA, cuDNN and
 atomics pick per-run kernels, so it is close, not bit-equal (5e-2, the measured
 differences are written to the JSON either way); mIoU printed by the CLI is
@@ -52,22 +52,23 @@ def cli_train(sets: list[str], out: Path, timeout: float) -> dict[int, float]:
     return {int(s): float(m) for s, m in EVAL_LINE.findall(proc.stderr + proc.stdout)}
 
 
-def cut_run(sets: list[str], out: Path) -> dict[int, float]:
-    """The CLI's config preparation, then train() stopped after its first evaluation."""
+def in_process(sets: list[str], out: Path, stop_after_first: bool) -> dict[int, float]:
+    """The CLI's config preparation, then train(); its evaluations as {step: mIoU}."""
     from rrn_core.cli import prepared_run
     from rrn_core.loop import TrainHooks, train
 
-    class StopAfterFirst(TrainHooks):
+    class Evaluations(TrainHooks):
         def __init__(self) -> None:
             self.evals: dict[int, float] = {}
 
         def on_evaluation(self, step, result, checkpoint_dir):
             self.evals[step] = result.miou
+            print(f"step {step}: mIoU {result.miou:.4f}", flush=True)
 
         def should_stop(self) -> bool:
-            return bool(self.evals)
+            return stop_after_first and bool(self.evals)
 
-    hooks = StopAfterFirst()
+    hooks = Evaluations()
     train(prepared_run(CONFIG, sets, str(out), resume=True), hooks)
     return hooks.evals
 
@@ -116,9 +117,9 @@ def main() -> int:
         data = generate_synthetic(work / "data", num_train=args.images, num_val=max(2, args.images // 4), size=96)
         sets = overrides(data, args.device, args.amp, args.iters, args.every)
         tic = time.perf_counter()
-        straight = cli_train(sets, work / "straight", args.timeout)
+        straight = in_process(sets, work / "straight", stop_after_first=False)
         straight_s = time.perf_counter() - tic
-        cut = cut_run(sets, work / "cut")
+        cut = in_process(sets, work / "cut", stop_after_first=True)
         resumed = cli_train(sets, work / "cut", args.timeout)
         step_a, step_b, rel = weight_difference(work / "straight", work / "cut")
     last = args.iters
