@@ -164,6 +164,9 @@ def write_json(path: str | None, meta: dict[str, Any], rows: list[dict[str, Any]
         return
     out = []
     for r in rows:
+        if "error" in r:
+            out.append(r)
+            continue
         tflops = r["flops"] / r["step_s"] / 1e12
         out.append({**r, "ms_per_step": r["step_s"] * 1000, "tflops": tflops,
                     "conv_tflops": r["conv_flops"] / r["step_s"] / 1e12,
@@ -179,7 +182,11 @@ def run_all(args: argparse.Namespace, device: torch.device, info: DistInfo,
     rows = []
     for name in args.methods:
         for precision in args.precisions:
-            rows.append(run_method(args, name, precision, device, info))
+            try:
+                rows.append(run_method(args, name, precision, device, info))
+            except torch.cuda.OutOfMemoryError as err:   # a row too big for this GPU; the rest still run
+                rows.append({"method": name, "precision": precision, "gpus": info.world_size,
+                             "error": f"out of memory: {str(err).splitlines()[0][:160]}"})
             if done is not None:
                 done(rows[-1])
             if device.type == "cuda":
@@ -274,8 +281,8 @@ def main() -> None:
 
     def done(row: dict[str, Any]) -> None:
         rows.append(row)
-        print(f"  done: {row['method']} {row['precision']} x{row['gpus']}: {row['step_s'] * 1000:.1f} ms/step",
-              file=sys.stderr, flush=True)
+        took = row["error"] if "error" in row else f"{row['step_s'] * 1000:.1f} ms/step"
+        print(f"  done: {row['method']} {row['precision']} x{row['gpus']}: {took}", file=sys.stderr, flush=True)
         write_json(args.json, meta, rows)
 
     for world in args.gpus:
@@ -288,6 +295,9 @@ def main() -> None:
     print(f"{'method':<12}{'prec':<6}{unit:>6}{'ms/step':>10}{'images/s':>10}{'peak GiB':>10}"
           f"{'GFLOP/step':>12}{'TFLOP/s':>9}")
     for r in rows:
+        if "error" in r:
+            print(f"{r['method']:<12}{r['precision']:<6}{r['gpus']:>6}  {r['error']}")
+            continue
         peak = f"{r['peak'] / 2**30:.2f}" if r["peak"] is not None else "n/a"
         gflop = r["flops"] / 1e9
         tflops = r["flops"] / r["step_s"] / 1e12
@@ -298,7 +308,7 @@ def main() -> None:
         print(f"input pipeline: {data_s * 1000:.1f} ms per step (labeled + 2 unlabeled batches, "
               f"{workers} workers per loader, crop {args.crop}, generated VOC-size JPEGs)")
         for r in rows:
-            if r["gpus"] == 1 and r["method"] != "supervised":
+            if r["gpus"] == 1 and r["method"] != "supervised" and "error" not in r:
                 print(f"  {r['method']:<10} {r['precision']:<5} data/compute {data_s / r['step_s']:.2f} "
                       f"({'the loaders keep up' if data_s <= r['step_s'] else 'the GPU waits for data'})")
 

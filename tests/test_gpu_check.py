@@ -191,3 +191,38 @@ def test_cpu_rehearsal_of_the_gpu_check_runs_every_step(gpu_like_python, tmp_pat
     assert sorted(p.name for p in results.iterdir()) == sorted(
         ["gpu-check.log", "steps.tsv", "env.json", "pytest-gpu.xml", "gpu_throughput.json",
          "train_resume.json", "summary.md"])   # a lent machine returns at most 8 files
+
+
+def test_a_row_out_of_gpu_memory_is_reported_and_the_others_still_run(monkeypatch, tmp_path):
+    """fp32 at the VOC config may not fit an 80 GB card: that row says so, in the JSON and
+    the summary, and the bench goes on with the next rows instead of losing them all."""
+    import argparse
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import gpu_throughput
+
+    def fake_run(args, name, precision, device, info):
+        if (name, precision) == ("rrn", "fp32"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"method": name, "precision": precision, "gpus": 1, "step_s": 0.5, "images_s": 48.0,
+                "peak": 2**30, "flops": 10**13, "channels_last": True, "conv_flops": 9 * 10**12, "matmul_flops": 0}
+
+    monkeypatch.setattr(gpu_throughput, "run_method", fake_run)
+    args = argparse.Namespace(methods=["rrn", "cps"], precisions=["bf16", "fp32"])
+    rows = gpu_throughput.run_all(args, torch.device("cpu"), gpu_throughput.DistInfo())
+    gpu_throughput.write_json(str(tmp_path / "gpu_throughput.json"),
+                              {"device": "test", "torch": "x", "backbone": "resnet101", "crop": 512, "batch": 8,
+                               "steps": 8}, rows)
+    (tmp_path / "env.json").write_text(json.dumps({"cuda_available": True, "gpu": "test",
+                                                   "matmul_bf16": {"n": 8192, "tflops": 40.0}}))
+    written = json.loads((tmp_path / "gpu_throughput.json").read_text())["rows"]
+    assert [r.get("error", "")[:13] for r in written] == ["", "out of memory", "", ""]
+    assert written[0]["tflops"] == pytest.approx(20.0) and written[0]["conv_tflops"] == pytest.approx(18.0)
+    proc = subprocess.run([sys.executable, "scripts/gpu_check/summary.py", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "| rrn | fp32 | | out of memory" in proc.stdout
+    assert "| rrn | bf16 | True | 500.0 | 48.0 | 1.0 | 20.0 | 50% | 18.0 | 45% |" in proc.stdout
+    assert "- cps: bf16 / fp32 images/s = 1.00x" in proc.stdout

@@ -40,8 +40,11 @@ def throughput_section(bench: dict, ref: float | None) -> list[str]:
              + (f"; bf16 matmul reference {ref:.0f} TFLOP/s" if ref else ""), "",
              "| method | precision | channels_last | ms/step | images/s | peak GiB | TFLOP/s | share | "
              "conv TFLOP/s | conv share |", "|---|---|---|---|---|---|---|---|---|---|"]
-    rows = bench["rows"]
-    for r in rows:
+    rows = [r for r in bench["rows"] if "error" not in r]
+    for r in bench["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['method']} | {r['precision']} | | {r['error']} | | | | | | |")
+            continue
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "n/a"
         share = f"{r['tflops'] / ref:.0%}" if ref else "n/a"
         conv_share = f"{r['conv_tflops'] / ref:.0%}" if ref else "n/a"
