@@ -103,7 +103,7 @@ step pytest-gpu 200 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests \
 if [ "$MODE" = cpu ]; then
   BENCH=(--tiny --device cpu --threads 1)
 else
-  BENCH=(--backbone resnet101 --crop 512 --batch 8 --steps 8 --warmup 3)
+  BENCH=(--device cuda --backbone resnet101 --crop 512 --batch 8 --steps 8 --warmup 3)
 fi
 step throughput 200 "$PY" bench/gpu_throughput.py "${BENCH[@]}" --methods rrn cps supervised \
   --precisions bf16 fp32 --gpus 1 --no-pipeline --json "$RESULTS/gpu_throughput.json"
