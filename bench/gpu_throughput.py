@@ -12,6 +12,11 @@ input pipeline's share comes last: the real loaders (bench/input_pipeline.py) on
 generated VOC-size JPEGs with the config's workers, seconds per step of data
 against the compute step.
 
+`--json PATH` also writes every row (rewritten after each, so a run cut short keeps
+the rows it finished) with the FLOPs split by operator kind: `conv_flops` (every
+aten convolution op, forward and backward) and `matmul_flops` (mm/addmm/bmm), so
+the convolutions' share of a step can be read against the chip's matmul rate.
+
     .venv/bin/python bench/gpu_throughput.py                      # on a CUDA machine (see README)
     .venv/bin/python bench/gpu_throughput.py --tiny               # CPU smoke setting (tested)
 """
@@ -19,6 +24,7 @@ against the compute step.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -114,7 +120,7 @@ def run_method(args: argparse.Namespace, name: str, precision: str, device: torc
 
     for _ in range(args.warmup):
         step()
-    flops = 0
+    flops, by_kind = 0, {"conv": 0, "matmul": 0}
     if not args.no_flops:  # every rank steps (DDP's collectives need all); each counts its own
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -122,6 +128,7 @@ def run_method(args: argparse.Namespace, name: str, precision: str, device: torc
         with counter:
             step()
         flops = counter.get_total_flops()
+        by_kind = flops_by_kind(counter.get_flop_counts().get("Global", {}))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -135,14 +142,53 @@ def run_method(args: argparse.Namespace, name: str, precision: str, device: torc
     step_s = statistics.median(times)
     return {"method": name, "precision": precision, "gpus": info.world_size, "step_s": step_s,
             "images_s": images_per_step(cfg, method.uses_unlabeled) * info.world_size / step_s,
-            "peak": peak, "flops": flops * info.world_size}
+            "peak": peak, "flops": flops * info.world_size, "channels_last": channels_last,
+            "conv_flops": by_kind["conv"] * info.world_size, "matmul_flops": by_kind["matmul"] * info.world_size}
 
 
-def run_all(args: argparse.Namespace, device: torch.device, info: DistInfo) -> list[dict[str, Any]]:
+def flops_by_kind(counts: dict[Any, int]) -> dict[str, int]:
+    """FlopCounterMode's per-operator counts summed into convolutions and matrix products."""
+    kinds = {"conv": 0, "matmul": 0}
+    for op, n in counts.items():
+        name = str(op).rsplit(".", 1)[-1] if "." in str(op) else str(op)
+        if "convolution" in name:
+            kinds["conv"] += int(n)
+        elif name in ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear"):
+            kinds["matmul"] += int(n)
+    return kinds
+
+
+def write_json(path: str | None, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """All rows so far, with derived rates, replacing the file (a cut-short run keeps these)."""
+    if not path:
+        return
+    out = []
+    for r in rows:
+        if "error" in r:
+            out.append(r)
+            continue
+        tflops = r["flops"] / r["step_s"] / 1e12
+        out.append({**r, "ms_per_step": r["step_s"] * 1000, "tflops": tflops,
+                    "conv_tflops": r["conv_flops"] / r["step_s"] / 1e12,
+                    "peak_gib": r["peak"] / 2**30 if r["peak"] is not None else None})
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps({**meta, "rows": out}, indent=1))
+    tmp.replace(path)
+
+
+def run_all(args: argparse.Namespace, device: torch.device, info: DistInfo,
+            done: Any = None) -> list[dict[str, Any]]:
+    """Every (method, precision) row on this rank; `done(row)` after each one."""
     rows = []
     for name in args.methods:
         for precision in args.precisions:
-            rows.append(run_method(args, name, precision, device, info))
+            try:
+                rows.append(run_method(args, name, precision, device, info))
+            except torch.cuda.OutOfMemoryError as err:   # a row too big for this GPU; the rest still run
+                rows.append({"method": name, "precision": precision, "gpus": info.world_size,
+                             "error": f"out of memory: {str(err).splitlines()[0][:160]}"})
+            if done is not None:
+                done(rows[-1])
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return rows
@@ -211,6 +257,7 @@ def main() -> None:
     parser.add_argument("--pipeline-steps", type=int, default=8)
     parser.add_argument("--pipeline-images", type=int, default=64)
     parser.add_argument("--no-pipeline", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--tiny", action="store_true",
                         help="CPU smoke setting: resnet18 width 8, crop 64, batch 2, 2 steps, gloo DDP")
     args = parser.parse_args()
@@ -228,16 +275,29 @@ def main() -> None:
     print(f"device {name}; {args.backbone}, crop {args.crop}, batch {args.batch} labeled + 2x{args.batch} "
           f"unlabeled per process; {args.steps} timed steps after {args.warmup} warm-up; "
           f"channels_last {cuda and not args.no_channels_last}; torch {torch.__version__}")
-    rows: list[dict[str, Any]] = []
+    meta = {"device": name, "torch": torch.__version__, "backbone": args.backbone, "crop": args.crop,
+            "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "tiny": args.tiny}
+    rows: list[dict[str, Any]] = []   # every finished row, in order
+
+    def done(row: dict[str, Any]) -> None:
+        rows.append(row)
+        took = row["error"] if "error" in row else f"{row['step_s'] * 1000:.1f} ms/step"
+        print(f"  done: {row['method']} {row['precision']} x{row['gpus']}: {took}", file=sys.stderr, flush=True)
+        write_json(args.json, meta, rows)
+
     for world in args.gpus:
         if world == 1:
-            rows += run_all(args, device, DistInfo())
+            run_all(args, device, DistInfo(), done)
         else:
-            rows += run_ddp(args, world)
+            for row in run_ddp(args, world):
+                done(row)
     unit = "GPUs" if cuda else "procs"
     print(f"{'method':<12}{'prec':<6}{unit:>6}{'ms/step':>10}{'images/s':>10}{'peak GiB':>10}"
           f"{'GFLOP/step':>12}{'TFLOP/s':>9}")
     for r in rows:
+        if "error" in r:
+            print(f"{r['method']:<12}{r['precision']:<6}{r['gpus']:>6}  {r['error']}")
+            continue
         peak = f"{r['peak'] / 2**30:.2f}" if r["peak"] is not None else "n/a"
         gflop = r["flops"] / 1e9
         tflops = r["flops"] / r["step_s"] / 1e12
@@ -248,7 +308,7 @@ def main() -> None:
         print(f"input pipeline: {data_s * 1000:.1f} ms per step (labeled + 2 unlabeled batches, "
               f"{workers} workers per loader, crop {args.crop}, generated VOC-size JPEGs)")
         for r in rows:
-            if r["gpus"] == 1 and r["method"] != "supervised":
+            if r["gpus"] == 1 and r["method"] != "supervised" and "error" not in r:
                 print(f"  {r['method']:<10} {r['precision']:<5} data/compute {data_s / r['step_s']:.2f} "
                       f"({'the loaders keep up' if data_s <= r['step_s'] else 'the GPU waits for data'})")
 
