@@ -87,7 +87,7 @@ def print_family(family: str, rows: list[dict]) -> None:
     print(f"\n== {family}: {'/'.join(map(str, budgets))} iterations, seeds {seeds}; "
           "final evaluation's val mIoU, mean ± 95 % t half-width")
     print(f"{'run':<24}{'n':>3}{'mIoU':>8}{'95% CI':>9}{'std':>7}{'impr.':>6}{'swing':>6}"
-          f"{'PFLOP':>8}{'dev-s':>7}{'pl acc':>7}{'kept':>6}{'auroc':>6}")
+          f"{'TFLOP':>8}{'dev-s':>7}{'pl acc':>7}{'kept':>6}{'auroc':>6}")
     improving = total = 0
     for label, group in by_label.items():
         values = [r["miou"] for r in group]
@@ -101,11 +101,11 @@ def print_family(family: str, rows: list[dict]) -> None:
             found = [r[source][key] for r in group if key in r[source]]
             return f"{statistics.mean(found):.3f}" if found else "-"
 
-        pflop = statistics.mean(r["compute"].get("compute/pflop", math.nan) for r in group)
+        tflop = statistics.mean(r["compute"].get("compute/tflop", math.nan) for r in group)
         dev_s = statistics.mean(r["compute"].get("compute/device_seconds", math.nan) for r in group)
         print(f"{label:<24}{len(values):>3}{statistics.mean(values):>8.4f}{_interval(values):>9}"
               f"{statistics.stdev(values) if len(values) > 1 else 0:>7.3f}{still:>6}{swing:>6}"
-              f"{pflop:>8.3f}{dev_s:>7.0f}{mean_of(HEALTH[0]):>7}{mean_of(HEALTH[2]):>6}"
+              f"{tflop:>8.2f}{dev_s:>7.0f}{mean_of(HEALTH[0]):>7}{mean_of(HEALTH[2]):>6}"
               f"{mean_of(HEALTH[3]):>6}")
     if improving * 2 > total:
         print(f"!! {improving} of {total} runs were still improving at the end: this budget is too "

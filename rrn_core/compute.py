@@ -106,7 +106,7 @@ class ComputeMeter:
             flops += self.flops_per_image.get(name, 0.0) * (fwd + BACKWARD_FLOPS_PER_FORWARD * bwd)
         out["compute/images_fwd"] = float(sum(self.forward.values()) * w)
         out["compute/images_bwd"] = float(sum(self.backward.values()) * w)
-        out["compute/pflop"] = flops / 1e15
+        out["compute/tflop"] = flops / 1e12
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def test_meter_counts_forward_backward_and_flops():
     assert forward_flops(conv, [torch.Size((1, 1, 4, 4))]) == per_image
     totals = meter.totals()
     assert totals["compute/images_fwd/branch0"] == 5 and totals["compute/images_bwd/branch0"] == 2
-    assert totals["compute/pflop"] * 1e15 == pytest.approx(per_image * (5 + BACKWARD_FLOPS_PER_FORWARD * 2))
+    assert totals["compute/tflop"] * 1e12 == pytest.approx(per_image * (5 + BACKWARD_FLOPS_PER_FORWARD * 2))
     restored = ComputeMeter({"branch0": conv}, world_size=2)
     restored.load_state_dict(meter.state_dict())
     assert restored.totals()["compute/images_fwd"] == 10   # two ranks did the same work
