@@ -27,7 +27,7 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestration import storage
+from orchestration.storage import filesystems as storage
 from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, METRIC_MIOU
 from rrn_core.config import METHOD_NAME_KEY, RunConfig, error_lines, rebase_method, set_dotted
 from rrn_core.field_messages import field_message
@@ -514,7 +514,7 @@ def _evaluations(cfg: RunConfig) -> int:
 
 def _scheduler_errors(space: SweepSpace, cfg: RunConfig) -> list[str]:
     """ASHA must be able to stop trials. (Whether it would judge a method before its
-    warm-up ends needs the data set's size: orchestration/prepare.py checks it.)"""
+    warm-up ends needs the data set's size: orchestration/sweep/prepare.py checks it.)"""
     sch = space.scheduler
     if sch.type != "asha":
         return []

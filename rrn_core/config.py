@@ -2,7 +2,7 @@
 
 Every knob of a run lives in these pydantic models so that a YAML file, a sweep
 trial and the MLflow params all describe a run the same way. The sections come from
-the parts that read them (rrn_core/sections.py; the `method:` section is the chosen
+the parts that read them (rrn_core/config_sections.py; the `method:` section is the chosen
 method's own model, rrn_core/methods/table.py). Models forbid unknown keys and check
 ranges: a typo in a sweep file must fail before any trial starts, naming the field,
 instead of silently training with a default.
@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from rrn_core.field_messages import field_message
 from rrn_core.methods.table import DEFAULT_METHOD, METHODS, MethodConfig, default_method_config
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
-from rrn_core.sections import (ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RuntimeConfig,
+from rrn_core.config_sections import (ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RuntimeConfig,
                                StrictModel)
 
 METHOD_NAME_KEY = "method.name"

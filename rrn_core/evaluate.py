@@ -28,7 +28,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.transforms import denormalize
-from rrn_core.sections import EvalConfig
+from rrn_core.config_sections import EvalConfig
 
 __all__ = ["COLLAPSE_SHARE", "EvalResult", "PredictionSample", "evaluate", "predict_probs"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from deploy_helpers import REPO
 
-from orchestration import k8s
+from orchestration.cluster import k8s
 
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from deploy_helpers import REPO, policy
 
-from orchestration.k8s import RayJobOptions, SweepFacts, rayjob_manifests
+from orchestration.cluster.k8s import RayJobOptions, SweepFacts, rayjob_manifests
 
 EXAMPLES = REPO / "deploy" / "k8s" / "examples"
 

@@ -25,12 +25,12 @@ from mlflow import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from orchestration import cli_report
-from orchestration.naming import distinct_digits, run_name
-from orchestration.report import label_efficiency_data, summarize
-from orchestration.report_plots import label_efficiency_figure, label_efficiency_plot
-from orchestration.mlflow_store import resolve_tracking_uri
-from orchestration.tracking import SweepTracker, TrialTracker
+from rrn import report_commands as cli_report
+from orchestration.display_names import distinct_digits, run_name
+from orchestration.report.table import label_efficiency_data, summarize
+from orchestration.report.plots import label_efficiency_figure, label_efficiency_plot
+from orchestration.tracking.store import resolve_tracking_uri
+from orchestration.tracking.sweep_run import SweepTracker, TrialTracker
 from rrn_core.evaluate import EvalResult, PredictionSample
 
 EXPERIMENT = "rep"
@@ -482,7 +482,7 @@ def test_tracking_over_http(ui_server, filled, tmp_path):
 
 
 def test_ui_prints_the_sweeps_links(ui_server, filled):
-    from orchestration.ui_links import view_key
+    from orchestration.tracking.ui_links import view_key
 
     client = MlflowClient(tracking_uri=filled["uri"])
     exp_id = client.get_experiment_by_name(EXPERIMENT).experiment_id

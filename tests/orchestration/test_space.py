@@ -12,7 +12,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from orchestration import cli_space
+from rrn import space_commands as cli_space
 from orchestration.space import SpaceError, build_sampler, load_space, to_optuna_distributions
 from rrn_core.config import RunConfig
 from rrn_core.methods.rrn import RRNConfig

@@ -9,7 +9,7 @@ import boto3
 import pyarrow.fs
 import pytest
 
-from orchestration.storage import (default_artifact_root, default_storage_path, default_tracking_uri, open_fs,
+from orchestration.storage.filesystems import (default_artifact_root, default_storage_path, default_tracking_uri, open_fs,
                                    ray_storage, redact, rrn_home, storage_options)
 
 
