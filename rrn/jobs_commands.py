@@ -26,7 +26,8 @@ JobId = Annotated[str, typer.Argument(help="Submission id, e.g. rrn-demo-1a2b3c4
 
 
 def _client(address: str | None):
-    from orchestration.cluster.jobs import JobsError, connect
+    from orchestration.cluster.jobs import connect
+    from orchestration.cluster.job_request import JobsError
 
     try:
         return connect(address)
@@ -42,7 +43,8 @@ def _when(stamp_ms: int | None) -> str:
 
 def _follow(client: Any, sid: str) -> None:
     """Stream logs to stdout until the job ends; exit 0 only if it succeeded."""
-    from orchestration.cluster.jobs import JobsError, follow_logs
+    from orchestration.cluster.jobs import follow_logs
+    from orchestration.cluster.job_request import JobsError
 
     try:
         status = follow_logs(client, sid, lambda chunk: out.out(chunk, end="", highlight=False))
@@ -86,7 +88,8 @@ def submit_command(
     entrypoint_command: Annotated[str, typer.Option(hidden=True)] = "sweep",
 ) -> None:
     """Submit a sweep to a Ray cluster as a Ray Job (idempotent per space + git commit)."""
-    from orchestration.cluster.jobs import SECRETS_HINT, JobsError, build_request, parse_env, resolve_address, submit
+    from orchestration.cluster.jobs import resolve_address, submit
+    from orchestration.cluster.job_request import SECRETS_HINT, JobsError, build_request, parse_env
     from orchestration.space import SpaceError
 
     if forward_credentials:
@@ -135,7 +138,8 @@ def submit_command(
 def status_command(submission_id: JobId, address: Address = None) -> None:
     """Show a job's status, timing, entrypoint and metadata (secrets masked)."""
     from orchestration.storage import filesystems as storage
-    from orchestration.cluster.jobs import JobsError, job_info
+    from orchestration.cluster.jobs import job_info
+    from orchestration.cluster.job_request import JobsError
 
     client = _client(address)
     try:
@@ -166,7 +170,8 @@ def logs_command(
         "--follow", "-f", help="Stream until the job ends; exit 1 unless it succeeds.")] = False,
 ) -> None:
     """Print a job's output (driver stdout/stderr)."""
-    from orchestration.cluster.jobs import JobsError, logs
+    from orchestration.cluster.jobs import logs
+    from orchestration.cluster.job_request import JobsError
 
     client = _client(address)
     if follow:
@@ -185,7 +190,8 @@ def stop_command(
     wait: Annotated[bool, typer.Option(help="Wait until the job has stopped.")] = True,
 ) -> None:
     """Stop a running job (its trials are torn down; finished checkpoints stay)."""
-    from orchestration.cluster.jobs import JobsError, stop, wait_for
+    from orchestration.cluster.jobs import stop, wait_for
+    from orchestration.cluster.job_request import JobsError
 
     client = _client(address)
     try:

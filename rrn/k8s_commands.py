@@ -63,8 +63,9 @@ def rayjob_command(
 
         rrn k8s rayjob SPACE --image IMG | kubectl apply -f -
     """
-    from orchestration.cluster.k8s import K8sError, RayJobOptions, rayjob_manifests, sweep_facts, to_yaml
-    from orchestration.space import SpaceError
+    from orchestration.cluster.k8s import rayjob_manifests, to_yaml
+    from orchestration.cluster.k8s_plan import K8sError, RayJobOptions, sweep_facts
+    from orchestration.space_schema import SpaceError
 
     options = RayJobOptions(
         image=image, namespace=namespace, gpus=gpus, min_workers=min_workers, max_workers=max_workers,

@@ -93,7 +93,8 @@ def eval_command(
 
     from rrn_core.data.bundle import build_datasets
     from rrn_core.evaluate import evaluate
-    from rrn_core.loop import amp_dtype, dist_info, resolve_device
+    from rrn_core.loop import amp_dtype
+    from rrn_core.distributed import dist_info, resolve_device
 
     cfg, state = _config_from_checkpoint(checkpoint, config, overrides)
     if mode:
@@ -125,7 +126,7 @@ def predict_command(
     from rrn_core.data.image_files import DataError, read_rgb
     from rrn_core.data.transforms import normalize
     from rrn_core.evaluate import predict_probs
-    from rrn_core.loop import dist_info, resolve_device
+    from rrn_core.distributed import dist_info, resolve_device
     from rrn_core.run_checks import raise_problems, writable_dir_problem
     from rrn_core.visualize import colorize, overlay
 

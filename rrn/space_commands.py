@@ -24,7 +24,8 @@ def validate_command(
 ) -> None:
     """Validate a search space and print it resolved: grid points, searched
     distributions, fixed values, trial count, tracking and storage targets."""
-    from orchestration.space import SpaceError, load_space
+    from orchestration.space import load_space
+    from orchestration.space_schema import SpaceError
 
     try:
         resolved = load_space(space_file)
@@ -39,7 +40,8 @@ def list_command(
     directory: Annotated[Path, typer.Argument(help="Folder of search-space files.")] = Path("search_spaces"),
 ) -> None:
     """List the search spaces in a folder with their trial counts (or their error)."""
-    from orchestration.space import SpaceError, load_space
+    from orchestration.space import load_space
+    from orchestration.space_schema import SpaceError
 
     files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
     if not files:

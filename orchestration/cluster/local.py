@@ -46,8 +46,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestration.cluster.local_services import (FAST_HEALTH_CHECK, QUIET, S3, MlflowServer, Postgres, RayNode,
-                                          http_ok, port_open, can_isolate_nodes, wait_until)
+from orchestration.cluster.local_services import FAST_HEALTH_CHECK, QUIET, S3, MlflowServer, Postgres, RayNode, can_isolate_nodes
+from orchestration.cluster.processes import http_ok, port_open, wait_until
 
 # --------------------------------------------------------------------------- cluster
 

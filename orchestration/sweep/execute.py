@@ -34,7 +34,7 @@ from orchestration.sweep.prepare import PreparedSweep, Say, SweepError, SweepOpt
 from orchestration.sweep.progress import SweepProgress, watch
 from orchestration.sweep.results import SweepOutcome, read_outcome
 from orchestration.sweep.searcher import GridSearcher, build_scheduler, point_seed
-from orchestration.space import build_sampler, to_optuna_distributions
+from orchestration.sweep.distributions import build_sampler, to_optuna_distributions
 from orchestration.tracking.sweep_run import SweepTracker
 from orchestration.sweep.trial import TrialPlan, make_trainable, trial_dirname, trial_name
 from rrn_core.data.bundle import dataset_fingerprint, layout_for, resolve_splits

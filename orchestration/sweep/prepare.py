@@ -25,7 +25,8 @@ from orchestration.storage import filesystems as storage
 from orchestration.tracking.store import sqlite_path
 from orchestration.sweep.checks import metric_problem, storage_problems, tracking_problems
 from orchestration.sweep.results import ExperimentPlace, finished_trials, load_searcher
-from orchestration.space import ResolvedSpace, SpaceError, field_problem, load_space
+from orchestration.space import ResolvedSpace, load_space
+from orchestration.space_schema import SpaceError, field_problem
 from orchestration.sweep.trial import resolve_execution
 from rrn_core.config import RunConfig
 from rrn_core.data import DataError, check_dataset

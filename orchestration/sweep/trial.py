@@ -40,7 +40,7 @@ from orchestration.storage import filesystems as storage
 from orchestration.names import GRID_KEY, PARAMS_KEY, POINT_KEY, TAG_EXECUTION, TAG_GRID_POINT, TAG_NODES
 from orchestration.display_names import run_name
 from orchestration.sweep.trial_reporting import ReportHooks
-from orchestration.tracking.sweep_run import TrialTracker
+from orchestration.tracking.trial_run import TrialTracker
 from rrn_core.config import RunConfig, build_config
 from rrn_core.loop import train
 from rrn_core.methods.table import DEFAULT_METHOD

@@ -32,7 +32,7 @@ from mlflow import MlflowClient
 from orchestration.tracking.store import ensure_experiment, find_runs_by_tags, resolve_tracking_uri
 from orchestration.names import ROLE_TRAIN, TAG_ROLE, TAG_RUN_KEY, VAL_PREFIX
 from orchestration.display_names import config_run_name
-from orchestration.tracking.sweep_run import RunLogger, config_tags
+from orchestration.tracking.trial_run import RunLogger, config_tags
 
 METRICS_FILE = "metrics.jsonl"
 

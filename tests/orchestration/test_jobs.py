@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 
 from rrn import jobs_commands as cli_jobs
 from orchestration.tracking.gitinfo import git_state
-from orchestration.cluster.jobs import (EXCLUDES, JobsError, auth_headers, build_request, parse_env, resolve_address,
-                                submission_id)
+from orchestration.cluster.jobs import auth_headers, resolve_address
+from orchestration.cluster.job_request import EXCLUDES, JobsError, build_request, parse_env, submission_id
 from orchestration.space import SpaceError, load_space
 from leak_scan import files_holding
 from ray_head import free_port as _free_port

@@ -30,7 +30,8 @@ from orchestration.display_names import distinct_digits, run_name
 from orchestration.report.table import label_efficiency_data, summarize
 from orchestration.report.plots import label_efficiency_figure, label_efficiency_plot
 from orchestration.tracking.store import resolve_tracking_uri
-from orchestration.tracking.sweep_run import SweepTracker, TrialTracker
+from orchestration.tracking.sweep_run import SweepTracker
+from orchestration.tracking.trial_run import TrialTracker
 from rrn_core.evaluate import EvalResult, PredictionSample
 
 EXPERIMENT = "rep"
