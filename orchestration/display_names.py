@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
+from orchestration.names import METHOD_NAME_KEY
+
 #: Short names of the grid axes every sweep has; other keys use their last segment.
 SHORT_KEYS = {
     "data.label_ratio": "r",
@@ -22,7 +24,6 @@ SHORT_KEYS = {
     "runtime.seed": "s",
     "data.split_seed": "split",
 }
-METHOD_KEY = "method.name"
 #: Significant digits of a sampled float in names (enough to tell Optuna draws apart).
 NAME_DIGITS = 3
 
@@ -95,8 +96,8 @@ def axis_text(key: str, value: Any, digits: int = NAME_DIGITS) -> str:
 
 def run_name(method: str, grid: Mapping[str, Any], sampled: Mapping[str, Any]) -> str:
     """`rrn r=1/8 s=0 lr=0.0106`: method, then the grid point, then the sampled values."""
-    parts = [str(grid.get(METHOD_KEY, method))]
-    parts += [axis_text(k, v) for k, v in grid.items() if k != METHOD_KEY]
+    parts = [str(grid.get(METHOD_NAME_KEY, method))]
+    parts += [axis_text(k, v) for k, v in grid.items() if k != METHOD_NAME_KEY]
     parts += [axis_text(k, v) for k, v in sampled.items()]
     return " ".join(parts)
 

@@ -23,19 +23,15 @@ import optuna
 import yaml
 from pydantic import ValidationError
 
-from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI
+from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, GRID_ONLY
 from orchestration.space_schema import SpaceError, Distribution, SweepSpace, SAMPLERS, field_problem
 from orchestration.storage import filesystems as storage
-from rrn_core.config import METHOD_NAME_KEY, RunConfig, error_lines, rebase_method, set_dotted
+from rrn_core.config import RunConfig, apply_overrides, error_lines
 from rrn_core.field_messages import field_message
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
-
-#: Axes that define *which* experiment runs; searching them would let the optimiser
-#: pick the label budget or the seed, so they may only appear in `grid` (or `fixed`).
-GRID_ONLY = ("data.label_ratio", "data.label_count", "data.split_seed", "runtime.seed", "method.name")
 
 
 _MAX_REPORTED = 12
@@ -173,17 +169,9 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return tree
 
 
-def _build_tree(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    tree = yaml.safe_load(yaml.safe_dump(base))  # a deep copy through plain data
-    if METHOD_NAME_KEY in overrides:   # a grid over methods runs each on the base config
-        rebase_method(tree, overrides[METHOD_NAME_KEY])
-    for key, value in overrides.items():
-        set_dotted(tree, key, value)
-    return tree
-
-
 def _build(base: dict[str, Any], overrides: Mapping[str, Any]) -> RunConfig:
-    return RunConfig.model_validate(_build_tree(base, overrides))
+    """The trial's RunConfig, assembled by rrn_core (pydantic errors kept, to attribute them)."""
+    return RunConfig.model_validate(apply_overrides(base, overrides))
 
 
 def _attribute(loc: str, sections: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, Any]]:

@@ -15,7 +15,7 @@ app = cli_app("rrn", "Semi-supervised semantic segmentation with Region Relevanc
               "train, sweep on Ray, track in MLflow, deploy on Kubernetes.")
 
 run_commands.register(app)
-train_commands.register(app)  # `rrn train`, tracked in MLflow (replaces rrn_core's untracked one)
+train_commands.register(app)  # `rrn train`, tracked in MLflow
 app.add_typer(data_commands.app, name="data")
 app.add_typer(space_commands.app, name="space")
 sweep_commands.register(app)

@@ -1,4 +1,7 @@
-"""`rrn train | eval | predict`: one run on this machine, no Ray involved."""
+"""`rrn eval | predict` and the run config `rrn train` loads: one run on this machine, no Ray involved.
+
+`rrn train` itself is rrn/train_commands.py (the same run, tracked in MLflow).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,6 @@ def load_run_config(config: Path, overrides: list[str] | None):
         return load_config(config, pairs)
 
 
-_load = load_run_config  # the name rrn/train_commands.py used
 
 
 def prepared_run(config: Path, overrides: list[str] | None, output_dir: str | None, resume: bool):
@@ -57,27 +59,6 @@ def _config_from_checkpoint(checkpoint: str, config: Path | None, overrides: lis
     return cfg, state
 
 
-def train_command(
-    config: Annotated[Path, typer.Argument(help="Run config YAML (see configs/).")],
-    overrides: Overrides = None,
-    output_dir: Annotated[Optional[str], typer.Option(help="Where checkpoints go (local path or s3://...).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from output_dir's last checkpoint if there is one.")] = True,
-) -> None:
-    """Train one run (supervised, cps, fixmatch or rrn) as the config says."""
-    from rrn_core.loop import TrainHooks, train
-
-    cfg = prepared_run(config, overrides, output_dir, resume)
-
-    class PrintEvaluations(TrainHooks):
-        def on_evaluation(self, step, result, checkpoint_dir):
-            console.print(f"step {step}: mIoU {result.miou:.4f}  pixel acc {result.pixel_acc:.4f}"
-                          f"  checkpoint {checkpoint_dir}")
-
-    with user_errors():
-        result = train(cfg, PrintEvaluations())
-    if result.final is not None:
-        _print_eval(result.final)
-
 
 def eval_command(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint file, checkpoints/ folder or a run's "
@@ -106,7 +87,7 @@ def eval_command(
     loader = torch.utils.data.DataLoader(bundle.val, batch_size=1)
     result = evaluate(branches, loader, cfg.data.num_classes, bundle.class_names, cfg.eval, device,
                       amp_dtype(cfg, device))
-    _print_eval(result)
+    print_eval(result)
 
 
 def predict_command(
@@ -175,7 +156,7 @@ def _branches_from_state(cfg, state, device):
     return [b.to(device).eval() for b in method.branches]
 
 
-def _print_eval(result) -> None:
+def print_eval(result) -> None:
     import math
 
     from rich.table import Table
@@ -189,6 +170,5 @@ def _print_eval(result) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_command)
     app.command("eval")(eval_command)
     app.command("predict")(predict_command)

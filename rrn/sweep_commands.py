@@ -84,7 +84,7 @@ def _print_outcome(outcome: Any) -> None:
     """The trial table at the end: run names as in MLflow, collapsed trials flagged."""
     from rich import box
 
-    from orchestration.names import RESULT_COLLAPSED
+    from orchestration.names import METHOD_NAME_KEY, RESULT_COLLAPSED
     from orchestration.display_names import run_name
 
     table = Table(title=f"sweep {outcome.name}", title_justify="left", box=box.SIMPLE_HEAD)
@@ -92,7 +92,7 @@ def _print_outcome(outcome: Any) -> None:
         table.add_column(column, overflow="fold", justify="right" if column == "metric" else "left")
     collapsed = 0
     for t in sorted(outcome.trials, key=lambda t: (t.point, t.trial_id)):
-        name = run_name(str(t.grid.get("method.name", "")), t.grid, t.params).strip()
+        name = run_name(str(t.grid.get(METHOD_NAME_KEY, "")), t.grid, t.params).strip()
         metric = "-" if t.metric is None else f"{t.metric:.4f}"
         if t.status == "TERMINATED":
             state = "done" if t.fully_trained else "stopped early"

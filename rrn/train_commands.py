@@ -75,7 +75,7 @@ def train_command(
     finally:
         close(status)
     if result.final is not None:
-        core._print_eval(result.final)
+        core.print_eval(result.final)
 
 
 def register(app: typer.Typer) -> None:

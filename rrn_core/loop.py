@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from rrn_core.checkpoint import capture_rng_state, checkpoint_exists, load_checkpoint, restore_rng_state
 from rrn_core.checkpoint_writer import CheckpointWriter
 from rrn_core.config import RunConfig
-from rrn_core.constants import CHECKPOINT_NAME
+from rrn_core.constants import CHECKPOINT_NAME, TRAIN_PREFIX
 from rrn_core.data.bundle import DataBundle, build_datasets
 from rrn_core.data.sampler import ResumableSampler
 from rrn_core.distributed import (DistInfo, dist_info, resolve_device, wrap_distributed,
@@ -282,7 +282,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 for scalars in window:  # wall time per step over the window, GPU work included
                     scalars["iter_time"] = torch.tensor((now - window_start) / len(window))
                 window_start = now
-                means = {f"train/{k}": v for k, v in mean_scalars(window, info).items()}
+                means = {f"{TRAIN_PREFIX}{k}": v for k, v in mean_scalars(window, info).items()}
                 window.clear()
                 hooks.on_log(step, means)
                 history.append({"step": step, **means})

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from orchestration.tracking.store import child_runs, find_runs_by_tags, resolve_tracking_uri, search_all_runs
-from orchestration.names import (CLASS_IOU_PREFIX, METRIC_DOMINANT_SHARE, METRIC_MIOU, ROLE_SWEEP,
+from orchestration.names import (EXPERIMENT_AXES, CLASS_IOU_PREFIX, METRIC_DOMINANT_SHARE, METRIC_MIOU, ROLE_SWEEP,
                                  TAG_CHECKPOINT, TAG_COLLAPSED, TAG_COLLAPSED_AT, TAG_GRID_KEYS,
                                  TAG_LABEL_COUNT, TAG_LABEL_RATIO, TAG_METHOD, TAG_METRIC, TAG_MODE, TAG_ROLE,
                                  TAG_SEARCH_KEYS, TAG_SEED, TAG_SPLIT_SEED, TAG_SWEEP, TAG_TRIAL_ID)
@@ -29,8 +29,7 @@ DOMINANT_SHARE = METRIC_DOMINANT_SHARE
 #: Per-class IoU columns of the summary frame: `IoU/<class>` (the run's latest value).
 IOU_COLUMN_PREFIX = "IoU/"
 # Axes that already have their own columns; other grid keys become param columns.
-_OWN_COLUMNS = {"data.label_ratio", "data.label_count", "method.name", "runtime.seed",
-                "data.split_seed"}
+_OWN_COLUMNS = set(EXPERIMENT_AXES)
 BASE_COLUMNS = ["trial_id", "run_name", "method", "label_ratio", "label_count", "seed",
                 "split_seed"]
 RESULT_COLUMNS = ["miou_best", "miou_final", "objective", "best_step", "evals", "last_step",
@@ -158,12 +157,6 @@ def summarize_run(client: MlflowClient, parent: Run) -> pd.DataFrame:
         return df
     return df.sort_values(["method", "label_ratio", "label_count", "seed", "trial_id"],
                           na_position="last", kind="stable").reset_index(drop=True)
-
-
-def summarize(tracking_uri: str, experiment: str, sweep_name: str) -> pd.DataFrame:
-    """One row per trial of the newest sweep named `sweep_name` (SweepNotFound if none)."""
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
-    return summarize_run(client, find_sweep_run(client, experiment, sweep_name))
 
 
 _GROUP = ["method", "label_ratio", "label_count"]

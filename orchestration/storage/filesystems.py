@@ -59,11 +59,6 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{rrn_home() / 'mlflow.db'}"
 
 
-def default_artifact_root() -> str:
-    """Absolute local directory for MLflow artifacts next to the sqlite store."""
-    return str(rrn_home() / "mlartifacts")
-
-
 def default_storage_path() -> str:
     """Absolute local directory for Ray results (Tune's storage_path)."""
     return str(rrn_home() / "results")

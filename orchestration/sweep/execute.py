@@ -29,7 +29,7 @@ from orchestration.tracking.gitinfo import git_state
 from orchestration.tracking.store import child_runs, find_runs_by_tags, resolve_tracking_uri
 from orchestration.names import ROLE_SWEEP, TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID
 from orchestration.sweep.checks import (DEFAULT_PLACEMENT_TIMEOUT_S, PlacementWatchdog, alive_nodes,
-                                     describe_cluster, resource_problems)
+                                        describe_cluster, resource_problems)
 from orchestration.sweep.prepare import PreparedSweep, Say, SweepError, SweepOptions, space_fingerprint
 from orchestration.sweep.progress import SweepProgress, watch
 from orchestration.sweep.results import SweepOutcome, read_outcome

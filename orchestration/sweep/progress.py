@@ -32,7 +32,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from orchestration.names import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, RESULT_COLLAPSED, STEP_KEY,
+from orchestration.names import (METHOD_NAME_KEY, FULLY_TRAINED, GRID_KEY, PARAMS_KEY, RESULT_COLLAPSED, STEP_KEY,
                                  TOTAL_STEPS_KEY)
 from orchestration.display_names import run_name
 
@@ -140,7 +140,7 @@ class SweepProgress(Callback):
         config = getattr(trial, "config", {}) or {}
         grid = config.get(GRID_KEY) or {}
         params = config.get(PARAMS_KEY) or {}
-        name = run_name(str(grid.get("method.name", "")), grid, params).strip()
+        name = run_name(str(grid.get(METHOD_NAME_KEY, "")), grid, params).strip()
         return f"{name} ({trial.trial_id})" if name else str(trial.trial_id)
 
     # ------------------------------------------------------------------ output

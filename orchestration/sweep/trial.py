@@ -68,7 +68,7 @@ class TrialPlan:
     experiment: str = "rrn"
     parent_run_id: str | None = None
 
-    def trial_config(self, config: Mapping[str, Any]) -> RunConfig:
+    def run_config_of(self, config: Mapping[str, Any]) -> RunConfig:
         """The RunConfig of the trial Tune handed `config` (grid point + sampled values)."""
         point = int(config[POINT_KEY])
         return build_config(self.point_trees[point], dict(config.get(PARAMS_KEY) or {}),
@@ -213,7 +213,7 @@ def _tracking(plan: TrialPlan, config: Mapping[str, Any], trial_id: str) -> _Tra
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune trial function (see the module docstring for the two executions)."""
     trial_id = tune.get_context().get_trial_id()
-    cfg = plan.trial_config(config)   # built and validated once per trial
+    cfg = plan.run_config_of(config)   # built and validated once per trial
     tracking = _tracking(plan, config, trial_id)
     if plan.execution == "direct":
         _train_reporting(cfg, trial_id=trial_id, is_main=True, tracking=tracking,

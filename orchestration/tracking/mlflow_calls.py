@@ -18,7 +18,7 @@ from mlflow.entities import Param, Run, RunTag
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
 from orchestration.display_names import sanitize_metric_key
-from orchestration.names import CLASS_IOU_PREFIX, TAG_RESUMED
+from orchestration.names import EXPERIMENT_AXES, CLASS_IOU_PREFIX, TAG_RESUMED
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def sanitize_key_path(key: str) -> str:
 def grid_searched(grid: Mapping[str, Any], search_keys: Iterable[str]) -> Iterator[str]:
     """Param keys worth a column in the runs view: searched keys, then grid keys that are
     not already shown as tags (method, ratio, seed)."""
-    own = {"method.name", "data.label_ratio", "data.label_count", "runtime.seed"}
+    own = set(EXPERIMENT_AXES)
     yield from search_keys
     yield from (k for k in grid if k not in own and k not in search_keys)
 def spec_text(spec: Any) -> str:

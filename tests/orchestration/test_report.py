@@ -27,12 +27,21 @@ from typer.testing import CliRunner
 
 from rrn import report_commands as cli_report
 from orchestration.display_names import distinct_digits, run_name
-from orchestration.report.table import label_efficiency_data, summarize
+from orchestration.report.table import find_sweep_run, label_efficiency_data, summarize_run
+from orchestration.tracking.store import resolve_tracking_uri
 from orchestration.report.plots import label_efficiency_figure, label_efficiency_plot
 from orchestration.tracking.store import resolve_tracking_uri
 from orchestration.tracking.sweep_run import SweepTracker
 from orchestration.tracking.trial_run import TrialTracker
 from rrn_core.evaluate import EvalResult, PredictionSample
+
+
+def summarize(tracking_uri: str, experiment: str, sweep_name: str):
+    """One row per trial of the newest sweep named `sweep_name` (what `rrn report` reads)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    return summarize_run(client, find_sweep_run(client, experiment, sweep_name))
 
 EXPERIMENT = "rep"
 SWEEP = "ratios"

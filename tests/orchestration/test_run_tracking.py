@@ -45,7 +45,7 @@ def test_a_single_run_is_tracked_like_a_trial(tiny):
     root, cfg, uri = tiny
     app = typer.Typer()
     core_cli.register(app)
-    cli_train.register(app)               # the later `train` wins
+    cli_train.register(app)
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     threads = torch.get_num_threads()
