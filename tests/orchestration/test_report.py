@@ -101,8 +101,8 @@ def ui_launch(store, started):
     """
     port = free_port()
     log = store["root"] / "ui.log"
-    code = ("import typer; from orchestration import cli_report; app = typer.Typer(); "
-            "cli_report.register(app); app()")
+    code = ("import typer; from rrn import report_commands; app = typer.Typer(); "
+            "report_commands.register(app); app()")
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "ui", SWEEP, "--tracking-uri", store["uri"],
          "--experiment", EXPERIMENT, "--port", str(port)],
