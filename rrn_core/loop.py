@@ -222,20 +222,20 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
         wrap_distributed(method, cfg, device, info)
     method.train()
 
-    dc = cfg.data
+    data_cfg = cfg.data
     pin = device.type == "cuda"
-    labeled = infinite_loader(bundle.labeled, dc.batch_size, rt.seed, 0, info, start, dc.num_workers, pin)
+    labeled = infinite_loader(bundle.labeled, data_cfg.batch_size, rt.seed, 0, info, start, data_cfg.num_workers, pin)
     uses_unlabeled = method.uses_unlabeled
     if uses_unlabeled and not bundle.unlabeled:
         raise ValueError(f"method {cfg.method.name!r} needs unlabeled images, but the split has none "
                          "(set data.label_ratio / data.label_count or data.unlabeled_split)")
     if uses_unlabeled:
-        ub = dc.unlabeled_batch_size
-        unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, dc.num_workers, pin)
-        unlabeled_b = infinite_loader(bundle.unlabeled, ub, rt.seed, 2, info, start, dc.num_workers, pin)
+        ub = data_cfg.unlabeled_batch_size
+        unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, data_cfg.num_workers, pin)
+        unlabeled_b = infinite_loader(bundle.unlabeled, ub, rt.seed, 2, info, start, data_cfg.num_workers, pin)
         epoch_steps = steps_per_epoch(len(bundle.unlabeled), ub, info.world_size)
     else:
-        epoch_steps = steps_per_epoch(len(bundle.labeled), dc.batch_size, info.world_size)
+        epoch_steps = steps_per_epoch(len(bundle.labeled), data_cfg.batch_size, info.world_size)
 
     val_loader = DataLoader(bundle.val, batch_size=1, shuffle=False, num_workers=0,
                             generator=torch.Generator().manual_seed(rt.seed))
