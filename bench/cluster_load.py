@@ -1,6 +1,6 @@
 """Load on the multi-node cluster: how a sweep of short trials spreads over the workers.
 
-Starts the one-machine cluster of orchestration/local_cluster.py (Ray head with no
+Starts the one-machine cluster of orchestration/cluster/local.py (Ray head with no
 CPUs, N worker nodes with a private /tmp each, MLflow on PostgreSQL, S3), submits
 an undisturbed sweep of `--seeds` x 2 tiny trials with `rrn submit` (the same
 space as tests/orchestration/test_cluster.py, max_concurrent_trials = the workers'
@@ -58,9 +58,9 @@ def main() -> None:
 
     import typer
     from cluster_faults import SWEEP, driver_rss_mb, sweep_runs, write_space
-    from orchestration import cli_jobs
-    from orchestration.jobs import connect
-    from orchestration.local_cluster import LocalCluster
+    from rrn import jobs_commands
+    from orchestration.cluster.jobs import connect
+    from orchestration.cluster.local import LocalCluster
     from rrn_core.data import generate_synthetic
 
     shared = Path(tempfile.mkdtemp(prefix="rrn-bench-cluster-", dir="/var/tmp"))
@@ -75,7 +75,7 @@ def main() -> None:
                             storage_path=cluster.storage_path, endpoint_url=cluster.s3.url,
                             seeds=args.seeds, max_concurrent=args.workers * cluster.cpus_per_worker)
         app = typer.Typer()
-        cli_jobs.register(app)
+        jobs_commands.register(app)
         tic = time.monotonic()
         out = CliRunner().invoke(app, ["submit", str(space), "--address", cluster.dashboard,
                                        "--working-dir", str(space.parent), "--no-forward-credentials",

@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from rrn_core.config import RunConfig, load_config  # noqa: E402
-from rrn_core.loop import DistInfo, apply_step, build_optimizers, to_device, wrap_distributed  # noqa: E402
+from rrn_core.loop import apply_step, build_optimizers, to_device, wrap_distributed  # noqa: E402
+from rrn_core.distributed import DistInfo
 from rrn_core.methods import StepContext
 from rrn_core.methods.build import build_method  # noqa: E402
 

@@ -47,7 +47,8 @@ from rrn_core.config import RunConfig, load_config  # noqa: E402
 from rrn_core.data.bundle import build_datasets  # noqa: E402
 from rrn_core.data.datasets import item_rngs  # noqa: E402
 from rrn_core.data.transforms import cutmix_mask, mask_tensor, normalize, shared_geometry, strong_view  # noqa: E402
-from rrn_core.loop import DistInfo, infinite_loader  # noqa: E402
+from rrn_core.loop import infinite_loader  # noqa: E402
+from rrn_core.distributed import DistInfo
 
 BASELINE = "9fdc1b7"   # the last revision with the PIL strong view and full-image resize
 VOC_SIZE = (500, 375)

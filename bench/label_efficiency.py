@@ -32,7 +32,7 @@ import torch
 import yaml
 from scipy import stats
 
-from orchestration.evidence import compare_all, one_line
+from orchestration.report.evidence import compare_all, one_line
 from rrn_core.budget import resolve_budget
 from rrn_core.config import load_config
 from rrn_core.data.bundle import build_datasets

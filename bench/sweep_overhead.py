@@ -57,8 +57,8 @@ def in_process(tree: dict[str, Any], trials: int, work: Path) -> float:
 
 def sweep(tree: dict[str, Any], trials: int, execution: str, work: Path, tag: str) -> float:
     """Seconds for a whole `run_sweep` of `trials` identical trials, one at a time."""
-    from orchestration.sweep import run_sweep
-    from orchestration.prepare import SweepOptions
+    from orchestration.sweep.run import run_sweep
+    from orchestration.sweep.prepare import SweepOptions
 
     folder = work / tag
     folder.mkdir()

@@ -9,6 +9,8 @@ consumer alike, so a key can never be renamed on one side only.
 
 from __future__ import annotations
 
+from rrn_core.constants import METHOD_NAME_KEY, TRAIN_PREFIX, VAL_PREFIX  # re-exported (owned low: the loop and evaluation use them)
+
 # --- MLflow's own tags (read by its UI)
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
@@ -69,8 +71,6 @@ TAG_RUN_KEY = "rrn.run_key"
 CONFIG_ARTIFACT = "config.yaml"
 
 # --- metric names (rrn_core's EvalResult.as_metrics(prefix=VAL_PREFIX), the loop's train/ scalars)
-VAL_PREFIX = "val/"
-TRAIN_PREFIX = "train/"
 METRIC_MIOU = "val/mIoU"                  # every sweep's default objective
 METRIC_DOMINANT_SHARE = "val/dominant_share"
 CLASS_IOU_PREFIX = "val/IoU/"             # + the class name (sanitised): per-class IoU
@@ -94,3 +94,14 @@ PARAMS_KEY = "params"                  # the values its Optuna study sampled
 ENV_TRACKING_URI = "RRN_TRACKING_URI"
 ENV_STORAGE_PATH = "RRN_STORAGE_PATH"
 ENV_STORAGE_ENDPOINT = "RRN_STORAGE_ENDPOINT_URL"
+
+# --- grid axes: the config fields that say *which* experiment a trial is
+LABEL_RATIO_KEY = "data.label_ratio"
+LABEL_COUNT_KEY = "data.label_count"
+SEED_KEY = "runtime.seed"
+SPLIT_SEED_KEY = "data.split_seed"
+#: Axes that each trial shows in its own tag/column (method, label amount, seeds).
+EXPERIMENT_AXES = (METHOD_NAME_KEY, LABEL_RATIO_KEY, LABEL_COUNT_KEY, SEED_KEY, SPLIT_SEED_KEY)
+#: Axes a space may only grid (or fix), never search: searching them would let the
+#: optimiser pick the label budget, the seed or the method.
+GRID_ONLY = EXPERIMENT_AXES

@@ -14,245 +14,27 @@ import inspect
 import itertools
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from difflib import get_close_matches
 from pathlib import Path
-from types import UnionType
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import yaml
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from orchestration import storage
-from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, METRIC_MIOU
-from rrn_core.config import METHOD_NAME_KEY, RunConfig, error_lines, rebase_method, set_dotted
+from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, GRID_ONLY
+from orchestration.space_schema import SpaceError, Distribution, SweepSpace, SAMPLERS, field_problem
+from orchestration.storage import filesystems as storage
+from rrn_core.config import RunConfig, apply_overrides, error_lines
 from rrn_core.field_messages import field_message
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
 
-#: Axes that define *which* experiment runs; searching them would let the optimiser
-#: pick the label budget or the seed, so they may only appear in `grid` (or `fixed`).
-GRID_ONLY = ("data.label_ratio", "data.label_count", "data.split_seed", "runtime.seed", "method.name")
 
-#: Optuna samplers by the short names a space file uses.
-SAMPLERS = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "qmc": "QMCSampler",
-    "nsgaii": "NSGAIISampler",
-    "nsgaiii": "NSGAIIISampler",
-    "bruteforce": "BruteForceSampler",
-}
-
-
-_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _MAX_REPORTED = 12
-
-
-class SpaceError(ValueError):
-    """A search space that cannot run; the message names the file and the field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-class Distribution(_Strict):
-    """One searched parameter. `int` may use `step` and `log`; `uniform` may use `step`."""
-
-    type: Literal["uniform", "loguniform", "int", "choice"]
-    low: int | float | None = None
-    high: int | float | None = None
-    step: int | float | None = None
-    log: bool = False
-    values: list[Any] | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Distribution:
-        if self.type == "choice":
-            if self.values is None or len(self.values) == 0:
-                raise ValueError("choice needs a non-empty `values` list")
-            if self.low is not None or self.high is not None or self.step is not None or self.log:
-                raise ValueError("choice takes only `values` (no low/high/step/log)")
-            bad = [v for v in self.values if not _is_scalar(v)]
-            if bad:
-                raise ValueError(f"choice values must be scalars (str, number, bool, null), got {bad[0]!r}")
-            if len(set(map(repr, self.values))) != len(self.values):
-                raise ValueError("choice values must be distinct")
-            return self
-        if self.values is not None:
-            raise ValueError(f"{self.type} takes low/high, not `values`")
-        if self.low is None or self.high is None:
-            raise ValueError(f"{self.type} needs both `low` and `high`")
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.type == "loguniform":
-            if self.low <= 0:
-                raise ValueError(f"loguniform needs low > 0 (got {self.low})")
-            if self.step is not None or self.log:
-                raise ValueError("loguniform takes no `step` or `log` (it is already log-scaled)")
-        if self.type == "uniform" and self.log:
-            raise ValueError("use `type: loguniform` instead of uniform with log: true")
-        if self.step is not None and self.step <= 0:
-            raise ValueError(f"step must be positive (got {self.step})")
-        if self.type == "int":
-            for name in ("low", "high", "step"):
-                value = getattr(self, name)
-                if value is not None and float(value) != int(value):
-                    raise ValueError(f"int needs an integer {name} (got {value})")
-            if self.log and self.low <= 0:
-                raise ValueError(f"int with log: true needs low > 0 (got {self.low})")
-            if self.log and self.step not in (None, 1):
-                raise ValueError("int with log: true cannot use a step other than 1")
-        return self
-
-    def ends(self) -> list[tuple[str, Any]]:
-        """Values a trial can take at the edges: checked against RunConfig up front."""
-        if self.type == "choice":
-            return [(f"choice {v!r}", v) for v in self.values or []]
-        cast = int if self.type == "int" else float
-        return [("low end", cast(self.low)), ("high end", cast(self.high))]
-
-    def describe(self) -> str:
-        if self.type == "choice":
-            return "choice " + ", ".join(repr(v) for v in self.values or [])
-        text = f"{self.type} [{self.low}, {self.high}]"
-        if self.step is not None:
-            text += f" step {self.step}"
-        if self.log:
-            text += " log"
-        return text
-
-
-class SearchAlgConfig(_Strict):
-    """Which Optuna sampler proposes trials; `options` go to its constructor."""
-
-    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc", "nsgaii", "nsgaiii", "bruteforce"] = "tpe"
-    seed: int | None = 0
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class SchedulerConfig(_Strict):
-    """Early stopping, counted in evaluations (one Tune report per evaluation)."""
-
-    type: Literal["none", "asha"] = "none"
-    grace_period: int = Field(2, ge=1)
-    max_t: int = Field(10, ge=1)
-    reduction_factor: float = Field(2.0, gt=1.0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SchedulerConfig:
-        asha_fields = {"grace_period", "max_t", "reduction_factor"} & self.model_fields_set
-        if self.type == "none" and asha_fields:
-            raise ValueError(f"{', '.join(sorted(asha_fields))} only apply to type: asha")
-        if self.type == "asha" and self.grace_period >= self.max_t:
-            raise ValueError(f"grace_period ({self.grace_period}) must be below max_t ({self.max_t})")
-        return self
-
-
-class ScalingSpec(_Strict):
-    """Ray Train workers per trial (DDP ranks)."""
-
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    resources_per_worker: dict[str, float] | None = None
-
-    @model_validator(mode="after")
-    def _non_negative(self) -> ScalingSpec:
-        for name, amount in (self.resources_per_worker or {}).items():
-            if amount < 0:
-                raise ValueError(f"resources_per_worker.{name} must be >= 0 (got {amount})")
-        return self
-
-    @model_validator(mode="after")
-    def _one_gpu_per_rank(self) -> ScalingSpec:
-        """A DDP rank trains on exactly one device: with several workers a fraction of a
-        GPU puts two ranks on one device (NCCL refuses to start), and more than one GPU
-        per worker leaves the extra ones idle."""
-        gpus = (self.resources_per_worker or {}).get("GPU")
-        if gpus is None or not self.use_gpu:
-            return self
-        if gpus > 1:
-            raise ValueError(f"resources_per_worker.GPU is {gpus:g}: each worker (DDP rank) trains on one "
-                             "GPU; use num_workers for more GPUs")
-        if self.num_workers > 1 and gpus != 1:
-            raise ValueError(f"resources_per_worker.GPU is {gpus:g} with {self.num_workers} workers: DDP "
-                             "needs one whole GPU per rank (NCCL refuses two ranks on one device)")
-        return self
-
-
-class TrackingSpec(_Strict):
-    uri: str | None = None
-    experiment: str = Field("rrn", min_length=1)
-
-
-class StorageSpec(_Strict):
-    path: str | None = None
-    endpoint_url: str | None = None
-
-    @model_validator(mode="after")
-    def _endpoint_needs_s3(self) -> StorageSpec:
-        if self.endpoint_url and self.path and not storage.is_s3(self.path):
-            raise ValueError("endpoint_url only applies to an s3:// path")
-        return self
-
-
-class FailureSpec(_Strict):
-    max_failures: int = Field(2, ge=-1)
-
-
-class SweepSpace(_Strict):
-    """The file format, field by field (see search_spaces/*.yaml for examples)."""
-
-    name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64)
-    base_config: str | None = None
-    base: dict[str, Any] | None = None
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-    # Grid points to leave out: each entry matches the points whose values equal all of
-    # its (axis: value) pairs, e.g. {method.name: cps, data.label_ratio: 0.5}.
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
-    search: dict[str, Distribution] = Field(default_factory=dict)
-    num_samples: int = Field(1, ge=1)
-    metric: str = Field(METRIC_MIOU, min_length=1)
-    mode: Literal["max", "min"] = "max"
-    search_alg: SearchAlgConfig = Field(default_factory=SearchAlgConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    max_concurrent_trials: int = Field(1, ge=1)
-    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    storage: StorageSpec = Field(default_factory=StorageSpec)
-    failure: FailureSpec = Field(default_factory=FailureSpec)
-
-    @model_validator(mode="after")
-    def _one_base(self) -> SweepSpace:
-        if (self.base_config is None) == (self.base is None):
-            raise ValueError("give exactly one of base_config (a file) or base (an inline mapping)")
-        return self
-
-    @model_validator(mode="after")
-    def _exclude_names_grid_values(self) -> SweepSpace:
-        for i, entry in enumerate(self.exclude):
-            if not entry:
-                raise ValueError(f"exclude[{i}] is empty (it would remove every grid point)")
-            for key, value in entry.items():
-                if key not in self.grid:
-                    raise ValueError(f"exclude[{i}]: {key} is not a grid axis")
-                if value not in self.grid[key]:
-                    raise ValueError(f"exclude[{i}]: {key}={value!r} is not one of the grid's values")
-        return self
 
 
 # --------------------------------------------------------------------------- resolved
@@ -364,32 +146,6 @@ class ResolvedSpace:
 # --------------------------------------------------------------------------- optuna
 
 
-def to_optuna_distributions(search: Mapping[str, Distribution]) -> dict[str, optuna.distributions.BaseDistribution]:
-    """Optuna distributions for OptunaSearch(space=...), keyed by the dotted field names."""
-    out: dict[str, optuna.distributions.BaseDistribution] = {}
-    for key, d in search.items():
-        if d.type == "choice":
-            out[key] = CategoricalDistribution(list(d.values or []))
-        elif d.type == "int":
-            out[key] = IntDistribution(int(d.low), int(d.high), log=d.log, step=int(d.step or 1))
-        elif d.type == "loguniform":
-            out[key] = FloatDistribution(float(d.low), float(d.high), log=True)
-        else:
-            out[key] = FloatDistribution(float(d.low), float(d.high),
-                                         step=None if d.step is None else float(d.step))
-    return out
-
-
-def build_sampler(search_alg: SearchAlgConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler the space names; `seed` overrides search_alg.seed."""
-    cls = getattr(optuna.samplers, SAMPLERS[search_alg.sampler])
-    kwargs = dict(search_alg.options)
-    chosen = search_alg.seed if seed is None else seed
-    if chosen is not None and "seed" in inspect.signature(cls).parameters:
-        kwargs["seed"] = chosen
-    return cls(**kwargs)
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -413,65 +169,9 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return tree
 
 
-def _models_of(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models inside an annotation: one for a section, several for the
-    `method:` union (one per method), none for a value."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    if get_origin(annotation) in (Union, UnionType):
-        return [m for arg in get_args(annotation) for m in _models_of(arg)]
-    return []
-
-
-def _is_mapping_type(annotation: Any) -> bool:
-    origin = get_origin(annotation)
-    if origin in (Union, UnionType):
-        return any(_is_mapping_type(a) for a in get_args(annotation))
-    return annotation is dict or origin is dict
-
-
-def field_problem(key: str) -> str | None:
-    """Why a dotted key is not a RunConfig field of any method (None when it is one).
-
-    Under `method.` a key is accepted here when some method has it; whether the
-    method each trial runs has it is checked when the trial's config is built.
-    """
-    if not _KEY_RE.match(key):
-        return "not a dotted field name like method.w_select"
-    models: list[type[BaseModel]] = [RunConfig]
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        fields = {name: f for m in models for name, f in m.model_fields.items()}
-        where = ".".join(parts[:i]) or "RunConfig"
-        if part not in fields:
-            hint = get_close_matches(part, list(fields), n=1)
-            did = f"; did you mean {'.'.join(parts[:i] + [hint[0]])}?" if hint else ""
-            owner = f"no method's {where} section" if len(models) > 1 else where
-            return f"{owner} has no field {part!r}{did}"
-        rest = parts[i + 1:]
-        if not rest:
-            return None
-        annotations = [m.model_fields[part].annotation for m in models if part in m.model_fields]
-        subs = [sub for a in annotations for sub in _models_of(a)]
-        if not subs:
-            if any(_is_mapping_type(a) for a in annotations):
-                return None  # free-form mapping (e.g. runtime.storage_options)
-            return f"{'.'.join(parts[:i + 1])} is a value, not a section"
-        models = subs
-    return None
-
-
-def _build_tree(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    tree = yaml.safe_load(yaml.safe_dump(base))  # a deep copy through plain data
-    if METHOD_NAME_KEY in overrides:   # a grid over methods runs each on the base config
-        rebase_method(tree, overrides[METHOD_NAME_KEY])
-    for key, value in overrides.items():
-        set_dotted(tree, key, value)
-    return tree
-
-
 def _build(base: dict[str, Any], overrides: Mapping[str, Any]) -> RunConfig:
-    return RunConfig.model_validate(_build_tree(base, overrides))
+    """The trial's RunConfig, assembled by rrn_core (pydantic errors kept, to attribute them)."""
+    return RunConfig.model_validate(apply_overrides(base, overrides))
 
 
 def _attribute(loc: str, sections: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, Any]]:
@@ -514,7 +214,7 @@ def _evaluations(cfg: RunConfig) -> int:
 
 def _scheduler_errors(space: SweepSpace, cfg: RunConfig) -> list[str]:
     """ASHA must be able to stop trials. (Whether it would judge a method before its
-    warm-up ends needs the data set's size: orchestration/prepare.py checks it.)"""
+    warm-up ends needs the data set's size: orchestration/sweep/prepare.py checks it.)"""
     sch = space.scheduler
     if sch.type != "asha":
         return []

@@ -7,22 +7,21 @@ answers at once.
 
 from __future__ import annotations
 
-from orchestration import cli_jobs, cli_k8s, cli_report, cli_space, cli_sweep, cli_train
-from rrn_core import cli as core_cli
-from rrn_core.cli_errors import cli_app
-from rrn_core.data import cli as data_cli
+from rrn import (data_commands, jobs_commands, k8s_commands, report_commands, run_commands,
+                 space_commands, sweep_commands, train_commands)
+from rrn.console import cli_app
 
 app = cli_app("rrn", "Semi-supervised semantic segmentation with Region Relevance Networks: "
               "train, sweep on Ray, track in MLflow, deploy on Kubernetes.")
 
-core_cli.register(app)
-cli_train.register(app)  # `rrn train`, tracked in MLflow (replaces rrn_core's untracked one)
-app.add_typer(data_cli.app, name="data")
-app.add_typer(cli_space.app, name="space")
-cli_sweep.register(app)
-cli_report.register(app)
-cli_jobs.register(app)
-app.add_typer(cli_k8s.app, name="k8s")
+run_commands.register(app)
+train_commands.register(app)  # `rrn train`, tracked in MLflow
+app.add_typer(data_commands.app, name="data")
+app.add_typer(space_commands.app, name="space")
+sweep_commands.register(app)
+report_commands.register(app)
+jobs_commands.register(app)
+app.add_typer(k8s_commands.app, name="k8s")
 
 
 def main() -> None:

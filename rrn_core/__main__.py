@@ -5,13 +5,13 @@ MLflow tracking."""
 
 from __future__ import annotations
 
-from rrn_core import cli as core_cli
-from rrn_core.cli_errors import cli_app
-from rrn_core.data import cli as data_cli
+from rrn import data_commands, run_commands
+from rrn.console import cli_app
 
 app = cli_app("rrn_core", "Train, evaluate and predict on this machine (no Ray, MLflow or Optuna).")
-core_cli.register(app)
-app.add_typer(data_cli.app, name="data")
+app.command("train")(run_commands.untracked_train_command)
+run_commands.register(app)
+app.add_typer(data_commands.app, name="data")
 
 if __name__ == "__main__":
     app()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rrn_core.sections import ConfigError, OptimConfig
+from rrn_core.config_sections import ConfigError, OptimConfig
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Every knob of a run lives in these pydantic models so that a YAML file, a sweep
 trial and the MLflow params all describe a run the same way. The sections come from
-the parts that read them (rrn_core/sections.py; the `method:` section is the chosen
+the parts that read them (rrn_core/config_sections.py; the `method:` section is the chosen
 method's own model, rrn_core/methods/table.py). Models forbid unknown keys and check
 ranges: a typo in a sweep file must fail before any trial starts, naming the field,
 instead of silently training with a default.
@@ -17,13 +17,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from rrn_core.constants import METHOD_NAME_KEY
 from rrn_core.field_messages import field_message
 from rrn_core.methods.table import DEFAULT_METHOD, METHODS, MethodConfig, default_method_config
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
-from rrn_core.sections import (ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RuntimeConfig,
-                               StrictModel)
+from rrn_core.config_sections import (ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RuntimeConfig,
+                                      StrictModel)
 
-METHOD_NAME_KEY = "method.name"
 
 
 class RunConfig(StrictModel):
@@ -102,15 +102,26 @@ def build_config(tree: dict[str, Any], overrides: dict[str, Any] | None = None,
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
     resolve_tree_paths(tree, Path(base_dir) if base_dir is not None else Path.cwd())
-    overrides = resolve_dotted_paths(overrides or {}, Path.cwd())
-    if METHOD_NAME_KEY in overrides:
-        rebase_method(tree, overrides[METHOD_NAME_KEY])
-    for key, value in overrides.items():
-        set_dotted(tree, key, value)
+    tree = apply_overrides(tree, resolve_dotted_paths(overrides or {}, Path.cwd()))
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config tree with dotted overrides set: the one way a run's config is
+    assembled (`build_config` here, each trial of a search space in orchestration/space.py).
+
+    An override of `method.name` first switches the `method:` section (a grid over
+    methods runs each on the same base config), then the other keys are set.
+    """
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # a deep copy through plain data
+    if METHOD_NAME_KEY in overrides:
+        rebase_method(tree, overrides[METHOD_NAME_KEY])
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    return tree
 
 
 def rebase_method(tree: dict[str, Any], name: Any) -> None:
@@ -146,10 +157,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return build_config(tree, overrides, source=str(path), base_dir=path.resolve().parent)
-
-
-def config_to_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
 def flatten(cfg: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:

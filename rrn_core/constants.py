@@ -10,3 +10,11 @@ from __future__ import annotations
 
 IGNORE_INDEX = 255
 CHECKPOINT_NAME = "last.pt"
+
+#: Metric-name prefixes: the loop's training scalars (`train/loss`) and evaluation
+#: metrics (`val/mIoU`); orchestration/names.py re-exports them for the trackers.
+TRAIN_PREFIX = "train/"
+VAL_PREFIX = "val/"
+
+#: The dotted key of the method's name: the config field a grid over methods sets.
+METHOD_NAME_KEY = "method.name"

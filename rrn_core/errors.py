@@ -1,7 +1,7 @@
 """The base of every error a user can fix, in a module that imports nothing.
 
 Commands turn any `UserError` into one clear message and exit code 2
-(rrn_core/cli_errors.py); keeping the class here lets them catch it without
+(rrn/console.py); keeping the class here lets them catch it without
 importing pydantic, torch or the modules that raise it.
 """
 
@@ -13,5 +13,5 @@ class UserError(ValueError):
 
     Every such error derives from it (ConfigError, DataError, CheckpointError,
     WeightsError, PreflightError), so a command turns all of them into one clear
-    message and exit code 2 (rrn_core/cli_errors.py) without importing their modules.
+    message and exit code 2 (rrn/console.py) without importing their modules.
     """

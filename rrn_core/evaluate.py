@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from rrn_core.constants import IGNORE_INDEX
+from rrn_core.constants import IGNORE_INDEX, VAL_PREFIX
 from rrn_core.data.transforms import denormalize
-from rrn_core.sections import EvalConfig
+from rrn_core.config_sections import EvalConfig
 
 __all__ = ["COLLAPSE_SHARE", "EvalResult", "PredictionSample", "evaluate", "predict_probs"]
 
@@ -102,7 +102,7 @@ class EvalResult:
         """
         return self.dominant_share >= COLLAPSE_SHARE
 
-    def as_metrics(self, prefix: str = "val/") -> dict[str, float]:
+    def as_metrics(self, prefix: str = VAL_PREFIX) -> dict[str, float]:
         """Flat metric dict as reported to Tune and MLflow; classes with nan IoU are left out."""
         metrics = {f"{prefix}mIoU": self.miou, f"{prefix}pixel_acc": self.pixel_acc,
                    f"{prefix}dominant_share": self.dominant_share}

@@ -11,7 +11,6 @@ here knows about Ray.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -23,7 +22,6 @@ import torch
 import torch.distributed as dist
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
-from torch import nn
 from torch.utils.data import DataLoader
 
 from rrn_core.checkpoint import capture_rng_state, checkpoint_exists, load_checkpoint, restore_rng_state
@@ -31,16 +29,16 @@ from rrn_core.budget import Budget, resolve_budget
 from rrn_core.checkpoint_writer import CheckpointWriter
 from rrn_core.compute import ComputeMeter, network_names
 from rrn_core.config import RunConfig
-from rrn_core.constants import CHECKPOINT_NAME
+from rrn_core.constants import CHECKPOINT_NAME, TRAIN_PREFIX
 from rrn_core.data.bundle import DataBundle, build_datasets
 from rrn_core.data.sampler import ResumableSampler
+from rrn_core.distributed import (DistInfo, dist_info, resolve_device, wrap_distributed,
+                                  share_rank0_buffers, mean_scalars, rank_seed)
 from rrn_core.evaluate import EvalResult, evaluate
 from rrn_core.methods import Method, StepContext, StepOutput
 from rrn_core.methods.base import steps_per_epoch, unwrap
 from rrn_core.methods.build import build_method
 from rrn_core.precise_bn import recompute_bn_stats
-
-RANK_SEED_STRIDE = 1_000_003  # a prime, so rank seeds never collide with nearby run seeds
 
 
 class TrainHooks:
@@ -83,41 +81,6 @@ class TrainResult:
     budget: Budget | None = None
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, mIoU) of this process's evaluations
     compute: dict[str, float] = field(default_factory=dict)      # ComputeMeter totals at the end
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_info() -> DistInfo:
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    return DistInfo()
-
-
-def resolve_device(requested: str, info: DistInfo) -> torch.device:
-    """The device of a run started outside a cluster scheduler (`rrn train`, tests).
-
-    Under Ray Train the caller passes the device Ray assigned (`train(device=...)`,
-    from `ray.train.torch.get_device()`) instead: LOCAL_RANK % device_count matches
-    Ray's assignment only with exactly one whole GPU per worker.
-    """
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
-    return torch.device("cuda", info.local_rank % torch.cuda.device_count())
 
 
 def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
@@ -195,17 +158,6 @@ def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) 
     return out
 
 
-def wrap_distributed(method: Method, cfg: RunConfig, device: torch.device, info: DistInfo) -> None:
-    """DDP per network: each is called (and back-propagated) on its own schedule."""
-    ids = [device.index] if device.type == "cuda" else None
-    for k, branch in enumerate(method.branches):
-        if cfg.model.sync_bn:
-            branch = nn.SyncBatchNorm.convert_sync_batchnorm(branch)
-        method.branches[k] = nn.parallel.DistributedDataParallel(branch, device_ids=ids)
-    for k, critic in enumerate(method.discriminators):
-        method.discriminators[k] = nn.parallel.DistributedDataParallel(critic, device_ids=ids)
-
-
 def model_state(method: Method) -> dict[str, Any]:
     return {
         "branches": [unwrap(b).state_dict() for b in method.branches],
@@ -234,50 +186,6 @@ def _resolve_resume(cfg: RunConfig, resume_from: str | None) -> str | None:
 def _first_non_finite(first_bad: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
     """The first step whose loss was not finite (-1: none yet), kept on the device."""
     return torch.where((first_bad < 0) & ~torch.isfinite(loss), torch.full_like(first_bad, step), first_bad)
-
-
-def share_rank0_buffers(networks: nn.ModuleList) -> None:
-    """Give every rank rank 0's buffers (BatchNorm running statistics) before evaluating.
-
-    DDP broadcasts buffers only at the start of a forward, and the no-grad pseudo-label
-    forwards update each rank's statistics with its own batches, so without this each
-    rank would score its shard of the validation set with a different model, and the
-    logged mIoU would depend on the world size and differ from the (rank-0) checkpoint.
-    """
-    for network in networks:
-        for buffer in unwrap(network).buffers():
-            dist.broadcast(buffer, src=0)
-
-
-def _mean_scalars(window: list[dict[str, torch.Tensor]], info: DistInfo) -> dict[str, float]:
-    """Average a logging window's scalars over steps (and ranks), ignoring NaNs.
-
-    The values are stacked where they live and copied to the host once."""
-    keys = sorted({k for s in window for k in s})
-    nan = torch.tensor(math.nan, dtype=torch.float64)
-    values = torch.stack([torch.stack([s[k].detach().double().cpu() if k in s else nan for k in keys])
-                          for s in window])
-    finite = ~torch.isnan(values)
-    sums = torch.where(finite, values, 0.0).sum(0)
-    counts = finite.sum(0).double()
-    if info.enabled:
-        stacked = torch.stack([sums, counts])
-        if dist.get_backend() == "nccl":
-            stacked = stacked.cuda()
-        dist.all_reduce(stacked)
-        sums, counts = stacked.cpu()
-    return {k: (s / c).item() for k, s, c in zip(keys, sums, counts) if c > 0}
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The global RNG seed of a rank after the networks are built.
-
-    Networks are initialised from `seed` alike on every rank (DDP also broadcasts rank
-    0's), but dropout masks and other per-step draws must differ across ranks, or
-    every rank's critic drops the same channels. Rank 0 keeps `seed`, so a one-process
-    run is unchanged.
-    """
-    return seed + RANK_SEED_STRIDE * rank
 
 
 def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | None = None,
@@ -325,23 +233,23 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
         wrap_distributed(method, cfg, device, info)
     method.train()
 
-    dc = cfg.data
+    data_cfg = cfg.data
     pin = device.type == "cuda"
-    labeled = infinite_loader(bundle.labeled, dc.batch_size, rt.seed, 0, info, start, dc.num_workers, pin)
+    labeled = infinite_loader(bundle.labeled, data_cfg.batch_size, rt.seed, 0, info, start, data_cfg.num_workers, pin)
     uses_unlabeled = method.uses_unlabeled
     if uses_unlabeled and not bundle.unlabeled:
         raise ValueError(f"method {cfg.method.name!r} needs unlabeled images, but the split has none "
                          "(set data.label_ratio / data.label_count or data.unlabeled_split)")
     budget = resolve_budget(oc, len(bundle.labeled), len(bundle.unlabeled) if bundle.unlabeled else 0,
-                            dc.batch_size, dc.unlabeled_batch_size, info.world_size, uses_unlabeled)
+                            data_cfg.batch_size, data_cfg.unlabeled_batch_size, info.world_size, uses_unlabeled)
     total = budget.iters
     if uses_unlabeled:
-        ub = dc.unlabeled_batch_size
-        unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, dc.num_workers, pin)
-        unlabeled_b = infinite_loader(bundle.unlabeled, ub, rt.seed, 2, info, start, dc.num_workers, pin)
+        ub = data_cfg.unlabeled_batch_size
+        unlabeled_a = infinite_loader(bundle.unlabeled, ub, rt.seed, 1, info, start, data_cfg.num_workers, pin)
+        unlabeled_b = infinite_loader(bundle.unlabeled, ub, rt.seed, 2, info, start, data_cfg.num_workers, pin)
         epoch_steps = steps_per_epoch(len(bundle.unlabeled), ub, info.world_size)
     else:
-        epoch_steps = steps_per_epoch(len(bundle.labeled), dc.batch_size, info.world_size)
+        epoch_steps = steps_per_epoch(len(bundle.labeled), data_cfg.batch_size, info.world_size)
 
     val_loader = DataLoader(bundle.val, batch_size=1, shuffle=False, num_workers=0,
                             generator=torch.Generator().manual_seed(rt.seed))
@@ -392,7 +300,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
                 meter.add_seconds(now - window_start)
                 meter.measure_flops()  # once per network, at the shape of its first input
                 window_start = now
-                means = {f"train/{k}": v for k, v in _mean_scalars(window, info).items()}
+                means = {f"{TRAIN_PREFIX}{k}": v for k, v in mean_scalars(window, info).items()}
                 means.update(meter.totals())
                 window.clear()
                 hooks.on_log(step, means)
@@ -402,7 +310,7 @@ def train(cfg: RunConfig, hooks: TrainHooks | None = None, resume_from: str | No
             if step % cfg.eval.every == 0 or step == total:
                 meter.active = False  # evaluation is not training compute
                 if cfg.eval.precise_bn:
-                    recompute_bn_stats(method.branches, bundle.labeled, dc.batch_size, device, rt.channels_last)
+                    recompute_bn_stats(method.branches, bundle.labeled, data_cfg.batch_size, device, rt.channels_last)
                 if info.enabled:
                     share_rank0_buffers(method.branches)
                 final = evaluate(list(branches_for_eval), val_loader, num_classes, bundle.class_names,

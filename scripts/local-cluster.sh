@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
-exec "$PY" -m orchestration.local_cluster up "$@"
+exec "$PY" -m orchestration.cluster.local up "$@"

@@ -17,7 +17,7 @@ _EXPORTS = {
     "dataset_fingerprint": "rrn_core.data.bundle",
     "resolve_class_names": "rrn_core.data.bundle",
     "check_dataset": "rrn_core.data.check",
-    "DataError": "rrn_core.data.errors",
+    "DataError": "rrn_core.data.image_files",
     "make_split": "rrn_core.data.splits",
     "split_hash": "rrn_core.data.splits",
     "write_split": "rrn_core.data.splits",
@@ -28,7 +28,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from rrn_core.data.bundle import DataBundle, build_datasets, dataset_fingerprint, resolve_class_names
     from rrn_core.data.check import check_dataset
-    from rrn_core.data.errors import DataError
+    from rrn_core.data.image_files import DataError
     from rrn_core.data.splits import make_split, split_hash, write_split
     from rrn_core.data.synth import generate_synthetic
 

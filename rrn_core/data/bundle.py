@@ -15,12 +15,12 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from rrn_core.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset
-from rrn_core.data.errors import DataError
+from rrn_core.data.image_files import DataError
 from rrn_core.data.layout import Layout, Sample
 from rrn_core.data.layouts import make_layout
 from rrn_core.data.splits import (LABELED_FILE, UNLABELED_FILE, make_split, split_folder_name, split_hash,
                                   split_text, write_split, write_text_atomic)
-from rrn_core.sections import DataConfig
+from rrn_core.config_sections import DataConfig
 
 CLASSES_FILE = "classes.txt"
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from rrn_core.data.bundle import layout_for, resolve_class_names
-from rrn_core.data.errors import DataError
+from rrn_core.data.image_files import DataError
 from rrn_core.data.layout import Layout, Sample
 from rrn_core.data.splits import labeled_size
-from rrn_core.sections import DataConfig
+from rrn_core.config_sections import DataConfig
 
 
 def _gather(cfg: DataConfig, layout: Layout, problems: list[str], val_only: bool = False) -> list[Sample]:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from rrn_core.constants import IGNORE_INDEX
-from rrn_core.data.errors import DataError
+from rrn_core.data.image_files import DataError
 from rrn_core.data.layout import Layout, Sample
 
 CITYSCAPES_CLASSES = [

@@ -23,7 +23,7 @@ from rrn_core.constants import IGNORE_INDEX
 from rrn_core.data.layout import Layout, Sample
 from rrn_core.data.transforms import (crop_image, crop_mask, cutmix_mask, mask_tensor, normalize, sample_geometry,
                                       strong_view)
-from rrn_core.sections import CutMixConfig
+from rrn_core.config_sections import CutMixConfig
 
 Key = int | tuple[int, int] | Sequence[int]
 

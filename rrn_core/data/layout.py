@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrn_core.data.errors import (IMAGE_EXTENSIONS, DataError, check_mask_values, check_same_size,
-                                  open_image_file, read_rgb, read_split_lines)
+from rrn_core.data.image_files import (IMAGE_EXTENSIONS, DataError, check_mask_values, check_same_size,
+                                       open_image_file, read_rgb, read_split_lines)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rrn_core.data.cityscapes import CityscapesLayout
-from rrn_core.data.errors import DataError
+from rrn_core.data.image_files import DataError
 from rrn_core.data.layout import Layout
 from rrn_core.data.voc import VocLayout
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrn_core.data.errors import DataError
+from rrn_core.data.image_files import DataError
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

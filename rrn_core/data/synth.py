@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from rrn_core.constants import IGNORE_INDEX
-from rrn_core.data.errors import DataError
+from rrn_core.data.image_files import DataError
 from rrn_core.data.palette import save_mask_png
 
 FORMAT_VERSION = 1

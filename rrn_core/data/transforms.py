@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from rrn_core.constants import IGNORE_INDEX
-from rrn_core.sections import CutMixConfig
+from rrn_core.config_sections import CutMixConfig
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrn_core.data.errors import DataError
+from rrn_core.data.image_files import DataError
 from rrn_core.data.layout import Layout, Sample, first_existing
 from rrn_core.data.palette import rgb_mask_to_ids
 

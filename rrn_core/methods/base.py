@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from rrn_core.constants import IGNORE_INDEX
 from rrn_core.methods.losses import sigmoid_rampup
-from rrn_core.sections import StrictModel
+from rrn_core.config_sections import StrictModel
 
 
 class MethodSettings(StrictModel):

@@ -148,9 +148,9 @@ class RRN(Method):
         """Adam, fused: one kernel over all critic tensors instead of ~10 elementwise passes
         per tensor (the same update to float rounding); 5x faster on CPU for two critics of
         2.8 M parameters each, where the per-tensor loop cost a third of a cps step."""
-        dc = self.mcfg.discriminator
+        disc_cfg = self.mcfg.discriminator
         params = list(self.discriminators.parameters())
-        return torch.optim.Adam(params, lr=dc.lr, betas=dc.betas, fused=fused_adam_supported(params))
+        return torch.optim.Adam(params, lr=disc_cfg.lr, betas=disc_cfg.betas, fused=fused_adam_supported(params))
 
     def trusted(self, scores: Tensor) -> Tensor:
         """Regions a critic trusts under the configured rule: bool [B,R,R]."""
@@ -176,13 +176,13 @@ class RRN(Method):
         reordering them would change which masks each term sees.
         """
         mc = self.mcfg
-        dc = mc.discriminator
+        disc_cfg = mc.discriminator
         t = cps_terms(self, batch)
         x_l, y_l = batch["labeled"]["image"], batch["labeled"]["mask"]
         num_classes = t.logits_mixed[0].shape[1]
         size = tuple(y_l.shape[-2:])
-        image_l = denormalize(x_l) if dc.with_image else None
-        image_m = denormalize(t.image_mixed) if dc.with_image else None
+        image_l = denormalize(x_l) if disc_cfg.with_image else None
+        image_m = denormalize(t.image_mixed) if disc_cfg.with_image else None
         probs = [softmax(logits) for logits in t.logits_mixed]
         critics = [unwrap(d) for d in self.discriminators]
         valid = t.ignore_mixed != IGNORE_INDEX
@@ -198,7 +198,7 @@ class RRN(Method):
 
         # Step 6: per-region reliability w_r = a_r * s_r(D1) * s_r(D2).
         preds = [hard_labels(logits.detach()) for logits in t.logits_mixed]
-        agreement = region_agreement(preds[0], preds[1], valid, dc.regions_per_side)
+        agreement = region_agreement(preds[0], preds[1], valid, disc_cfg.regions_per_side)
         weights = region_reliability(agreement, own[0], own[1])
         scalars["region_weight"] = weights.mean()
         scalars["region_weight_spread"] = effective_region_fraction(weights)
@@ -213,7 +213,7 @@ class RRN(Method):
                 drl_share = min(1.0, mc.w_drl * linear_rampup(ctx.progress, mc.drl_rampup))
                 # Branch k learns from teacher j = 1 - k; each direction has its weights.
                 cross_sup = sum(
-                    dynamic_region_loss(per_region_ce(t.logits_mixed[k], t.pseudo[1 - k], dc.regions_per_side),
+                    dynamic_region_loss(per_region_ce(t.logits_mixed[k], t.pseudo[1 - k], disc_cfg.regions_per_side),
                                         own[1 - k] if mc.drl_weight == "teacher" else weights, drl_share)
                     for k in (0, 1))
                 scalars["loss_drl"] = cross_sup.detach()
@@ -251,18 +251,18 @@ class RRN(Method):
                     image_m: Tensor | None) -> Tensor:
         """Step 9, the critics' own objective, on detached predictions; one forward per
         critic (real and fake concatenated) so a DDP-wrapped critic is happy."""
-        dc = self.mcfg.discriminator
+        disc_cfg = self.mcfg.discriminator
         total = real.new_zeros(())
         for k, critic in enumerate(self.discriminators):
-            if dc.objective == "accuracy":
+            if disc_cfg.objective == "accuracy":
                 # (ours) The branch's own labeled prediction, scored against the truth.
                 logits_l = t.logits_labeled[k].detach()
-                acc, known = region_accuracy(hard_labels(logits_l), y_l, dc.regions_per_side)
+                acc, known = region_accuracy(hard_labels(logits_l), y_l, disc_cfg.regions_per_side)
                 z = critic(softmax(logits_l), image_l)[0]
-                total = total + region_accuracy_bce(z, acc, known, dc.good_accuracy)
+                total = total + region_accuracy_bce(z, acc, known, disc_cfg.good_accuracy)
                 continue
             inputs = torch.cat([real, probs[k].detach()])
-            images = torch.cat([image_l, image_m]) if dc.with_image else None
+            images = torch.cat([image_l, image_m]) if disc_cfg.with_image else None
             logits = critic(inputs, images)[0]
             total = total + discriminator_bce(logits[:real.shape[0]], logits[real.shape[0]:])
         return total
@@ -271,9 +271,9 @@ class RRN(Method):
                t: CPSTerms) -> dict[str, Tensor]:
         """What the critics know: kept share, pseudo-label accuracy on kept and rejected
         pixels, and the AUROC of s_r for regions whose pseudo-labels are >= 90 % right."""
-        dc = self.mcfg.discriminator
+        disc_cfg = self.mcfg.discriminator
         gt = t.gt_mixed
-        aurocs = torch.stack([critic_auroc(own[k], t.pseudo[k], gt, dc.regions_per_side, GOOD_REGION_ACCURACY)
+        aurocs = torch.stack([critic_auroc(own[k], t.pseudo[k], gt, disc_cfg.regions_per_side, GOOD_REGION_ACCURACY)
                               for k in (0, 1)])
         return {
             "regions_kept": torch.stack([r.float().mean() for r in trusted]).mean(),

@@ -40,6 +40,3 @@ def default_method_config() -> MethodSettings:
     return METHODS[DEFAULT_METHOD].config_model()
 
 
-def method_fields(name: str) -> list[str]:
-    """The fields of a method's `method:` section, for error messages and params."""
-    return list(METHODS[name].config_model.model_fields)

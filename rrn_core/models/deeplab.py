@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from rrn_core.models.resnet import ResNet, build_resnet
 from rrn_core.models.weights import WeightsReport, load_backbone_weights
-from rrn_core.sections import ModelConfig
+from rrn_core.config_sections import ModelConfig
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from rrn_core.sections import StrictModel
+from rrn_core.config_sections import StrictModel
 
 _NUM_DOWN = 4
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rrn_core.models.resnet import ResNet
-from rrn_core.sections import ConfigError
+from rrn_core.config_sections import ConfigError
 
 log = logging.getLogger(__name__)
 

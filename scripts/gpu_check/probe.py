@@ -23,9 +23,9 @@ from importlib import metadata
 import torch
 
 CLUSTER_PACKAGES = ("ray", "mlflow", "optuna")
-RUN_MODULES = ("rrn_core.config", "rrn_core.loop", "rrn_core.cli", "rrn_core.evaluate",
+RUN_MODULES = ("rrn_core.config", "rrn_core.loop", "rrn.run_commands", "rrn_core.evaluate",
                "rrn_core.checkpoint_writer", "rrn_core.methods.build", "rrn_core.data.bundle",
-               "rrn_core.data.synth", "rrn_core.preflight")
+               "rrn_core.data.synth", "rrn_core.run_checks")
 VERSIONS_OF = ("torch", "torchvision", "timm", "numpy", "pydantic", "pydantic_core", "typing_extensions",
                "torchmetrics", "typer", "rich", "fsspec", "PyYAML", "opencv-python-headless", "pytest",
                "pytest-timeout")

@@ -54,7 +54,7 @@ def cli_train(sets: list[str], out: Path, timeout: float) -> dict[int, float]:
 
 def in_process(sets: list[str], out: Path, stop_after_first: bool) -> dict[int, float]:
     """The CLI's config preparation, then train(); its evaluations as {step: mIoU}."""
-    from rrn_core.cli import prepared_run
+    from rrn.run_commands import prepared_run
     from rrn_core.loop import TrainHooks, train
 
     class Evaluations(TrainHooks):

@@ -10,7 +10,7 @@ from torch import nn
 from rrn_core.budget import resolve_budget
 from rrn_core.compute import BACKWARD_FLOPS_PER_FORWARD, ComputeMeter, forward_flops
 from rrn_core.precise_bn import PRECISE_BN_SEED, recompute_bn_stats
-from rrn_core.sections import DEFAULT_ITERS, ConfigError, OptimConfig
+from rrn_core.config_sections import DEFAULT_ITERS, ConfigError, OptimConfig
 
 TRAIN_IMAGES = 400
 

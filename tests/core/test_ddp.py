@@ -20,7 +20,8 @@ import torch
 import torch.multiprocessing as mp
 
 from rrn_core.config import RunConfig, build_config
-from rrn_core.loop import TrainHooks, rank_seed, train
+from rrn_core.loop import TrainHooks, train
+from rrn_core.distributed import rank_seed
 
 NUM_CLASSES = 4
 

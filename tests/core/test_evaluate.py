@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rrn_core.evaluate import EvalResult, evaluate, predict_probs
-from rrn_core.sections import EvalConfig
+from rrn_core.config_sections import EvalConfig
 
 IGNORE = 255
 
@@ -255,7 +255,7 @@ def test_cuda_autocast_evaluation_of_a_real_network_agrees_with_fp32(amp: str) -
     autocast-eligible op) scored under bf16/fp16 autocast predicts what fp32 does on
     nearly every pixel; the confusion matrix counts the same pixels."""
     from rrn_core.models.deeplab import build_segmenter
-    from rrn_core.sections import ModelConfig
+    from rrn_core.config_sections import ModelConfig
 
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip(reason="this GPU has no bf16")

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rrn_core.data import build_datasets, dataset_fingerprint, split_hash
-from rrn_core.sections import DataConfig
+from rrn_core.config_sections import DataConfig
 
 
 def test_bundle_matches_the_contract(voc_root: Path) -> None:

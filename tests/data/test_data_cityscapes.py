@@ -10,7 +10,7 @@ from data_trees import CITY_TRAIN_IDS, write_cityscapes
 
 from rrn_core.data import build_datasets
 from rrn_core.data.cityscapes import CITYSCAPES_CLASSES, labels_to_train_ids
-from rrn_core.sections import DataConfig
+from rrn_core.config_sections import DataConfig
 
 
 def cfg_for(root: Path, **kw) -> DataConfig:

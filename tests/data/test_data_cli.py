@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rrn_core.data.cli import app
+from rrn.data_commands import app
 from rrn_core.data.splits import split_hash
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ from PIL import Image
 
 from rrn_core.data import DataError, build_datasets, check_dataset
 from rrn_core.data.palette import save_mask_png
-from rrn_core.sections import DataConfig
+from rrn_core.config_sections import DataConfig
 
 
 def cfg_for(root: Path, **kw) -> DataConfig:
@@ -114,7 +114,7 @@ def test_unsupported_mask_mode_is_named(voc_root: Path) -> None:
 def test_opened_images_hold_no_file_and_keep_their_pixels(tmp_path: Path, ext: str) -> None:
     # single-frame files are returned as loaded (no copy); GIF keeps its file open for
     # seeking, so its frame is copied and the file closed
-    from rrn_core.data.errors import _holds_file, open_image_file
+    from rrn_core.data.image_files import _holds_file, open_image_file
 
     path = tmp_path / f"im.{ext}"
     Image.fromarray(np.full((5, 6, 3), 200, np.uint8)).save(path)

@@ -10,7 +10,7 @@ import pytest
 
 from rrn_core.data import build_datasets, make_split, split_hash, write_split
 from rrn_core.data.splits import labeled_size
-from rrn_core.sections import DataConfig
+from rrn_core.config_sections import DataConfig
 
 IDS = [f"2007_{i:06d}" for i in range(200)]
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from rrn_core.data import DataError, build_datasets, check_dataset, generate_synthetic
-from rrn_core.sections import DataConfig
+from rrn_core.config_sections import DataConfig
 
 SMALL = {"num_classes": 5, "num_train": 24, "num_val": 6, "size": 48}
 

@@ -14,7 +14,7 @@ from rrn_core.data import build_datasets
 from rrn_core.data.palette import save_mask_png
 from rrn_core.data.transforms import (MEAN, STD, _shift_hue, crop_image, crop_mask, cutmix_boxes, cutmix_mask,
                                       denormalize, normalize, sample_geometry, strong_view)
-from rrn_core.sections import CutMixConfig, DataConfig
+from rrn_core.config_sections import CutMixConfig, DataConfig
 
 
 def half_black_half_white(root: Path, n: int = 4) -> DataConfig:

@@ -14,7 +14,7 @@ from rrn_core.data import DataError, build_datasets, resolve_class_names
 from rrn_core.data.palette import save_mask_png, voc_palette
 from rrn_core.data.transforms import denormalize
 from rrn_core.data.voc import VOC_CLASSES
-from rrn_core.sections import DataConfig
+from rrn_core.config_sections import DataConfig
 
 
 def cfg_for(root: Path, **kw) -> DataConfig:

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from deploy_helpers import REPO
 
-from orchestration import k8s
+from orchestration.cluster import k8s_plan
 
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 
@@ -90,9 +90,9 @@ def test_images_run_as_the_uid_the_manifests_use() -> None:
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), base
     for stage in ("mlflow", "rrn"):
         users = [a for s, w, a in steps if s == stage and w == "USER"]
-        assert users and users[-1] == f"{k8s.RUN_AS}:{k8s.RUN_AS}"
+        assert users and users[-1] == f"{k8s_plan.RUN_AS}:{k8s_plan.RUN_AS}"
     assert ("rrn", "ENTRYPOINT", '["rrn"]') in steps
-    assert f"--uid {k8s.RUN_AS}" in next(a for s, w, a in steps if w == "RUN" and "useradd" in a)
+    assert f"--uid {k8s_plan.RUN_AS}" in next(a for s, w, a in steps if w == "RUN" and "useradd" in a)
 
 
 def test_copied_paths_pass_the_dockerignore() -> None:
@@ -117,7 +117,7 @@ def test_copied_paths_pass_the_dockerignore() -> None:
 
 def test_versions_in_manifests_match_the_image() -> None:
     pins = constraints()
-    assert k8s.installed_ray_version() == pins["ray"]
+    assert k8s_plan.installed_ray_version() == pins["ray"]
     base = yaml.safe_load_all((REPO / "deploy" / "k8s" / "base" / "raycluster.yaml").read_text())
     (cluster,) = [d for d in base if d]
     assert cluster["spec"]["rayVersion"] == pins["ray"]

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from deploy_helpers import REPO, policy
 
-from orchestration.k8s import RayJobOptions, SweepFacts, rayjob_manifests
+from orchestration.cluster.k8s import rayjob_manifests
+from orchestration.cluster.k8s_plan import RayJobOptions, SweepFacts
 
 EXAMPLES = REPO / "deploy" / "k8s" / "examples"
 

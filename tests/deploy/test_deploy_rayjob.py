@@ -13,7 +13,7 @@ import yaml
 from deploy_helpers import REPO, schema_errors
 from typer.testing import CliRunner
 
-from orchestration import cli_k8s
+from rrn import k8s_commands as cli_k8s
 from orchestration.space import load_space
 
 EXAMPLES = REPO / "deploy" / "k8s" / "examples"

@@ -15,7 +15,7 @@ from rrn_core.methods.build import build_method
 from rrn_core.methods.cps import CPSConfig
 from rrn_core.methods.rrn import RRNConfig
 from rrn_core.methods.table import METHODS, method_class
-from rrn_core.sections import ConfigError
+from rrn_core.config_sections import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = {"backbone": "resnet18", "base_width": 4, "deep_stem": False, "aspp_channels": 8,
@@ -71,7 +71,7 @@ def test_warmup_is_declared_by_the_method() -> None:
 
 
 def test_params_of_a_run_hold_only_its_method_fields() -> None:
-    from orchestration.params import run_params
+    from orchestration.tracking.params import run_params
 
     sup = run_params(RunConfig.model_validate({"data": {"root": "/d"}, "method": {"name": "supervised"}}))
     assert [k for k in sup if k.startswith("method.")] == ["method.name"]

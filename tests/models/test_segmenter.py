@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rrn_core.models import build_segmenter
-from rrn_core.sections import ModelConfig
+from rrn_core.config_sections import ModelConfig
 
 TINY = dict(backbone="resnet18", base_width=8, aspp_channels=16, low_level_channels=8, head_channels=16)
 

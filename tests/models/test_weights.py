@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rrn_core.models import WeightsError, build_resnet, build_segmenter, load_backbone_weights
-from rrn_core.sections import ConfigError, ModelConfig
+from rrn_core.config_sections import ConfigError, ModelConfig
 
 
 def torchvision_style_file(path: Path, width: int = 8, deep_stem: bool = False,

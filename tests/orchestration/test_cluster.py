@@ -1,6 +1,6 @@
 """A real multi-node sweep with the production services, and faults survived with nothing lost.
 
-One cluster per module (orchestration/local_cluster.py): a Ray head with no CPUs,
+One cluster per module (orchestration/cluster/local.py): a Ray head with no CPUs,
 two worker nodes each in its own mount namespace with a private /tmp (when root),
 MLflow on PostgreSQL with artifacts proxied to S3, moto's S3 behind a relay. One
 sweep of 24 seeded trials is submitted with `rrn submit` (a Ray Job) and, while
@@ -39,9 +39,9 @@ from typer.testing import CliRunner
 from leak_scan import files_holding
 from cluster_faults import (EVAL_EVERY, ITERS, SWEEP, Timeline, all_objects, driver_rss_mb,
                             eventually, experiment_state, sweep_runs, write_space)
-from orchestration import cli_jobs
-from orchestration.local_cluster import LocalCluster
-from orchestration.local_services import can_isolate_nodes, postgres_bin
+from rrn import jobs_commands as cli_jobs
+from orchestration.cluster.local import LocalCluster
+from orchestration.cluster.local_services import can_isolate_nodes, postgres_bin
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +149,7 @@ def _finished(client: Any) -> set[str]:
 @pytest.fixture(scope="module")
 def disturbed(cluster: LocalCluster, space: Path, mlflow_client: Any, s3: Any) -> Timeline:
     """Run the sweep as a Ray Job and inject the four faults into it (see module doc)."""
-    from orchestration.jobs import connect, wait_for
+    from orchestration.cluster.jobs import connect, wait_for
 
     line = Timeline()
     jobs = connect(cluster.dashboard)

@@ -13,9 +13,9 @@ from rich.console import Console
 
 from orchestration.names import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, RESULT_COLLAPSED, STEP_KEY,
                                  TOTAL_STEPS_KEY)
-from orchestration.naming import config_run_name, distinct_digits, ratio_text, run_name
-from orchestration.progress import SweepProgress
-from orchestration.searcher import point_seed
+from orchestration.display_names import config_run_name, distinct_digits, ratio_text, run_name
+from orchestration.sweep.progress import SweepProgress
+from orchestration.sweep.searcher import point_seed
 
 
 def test_run_names_read_method_first_then_what_varies():
@@ -44,8 +44,8 @@ def test_each_grid_point_draws_its_own_reproducible_proposals(tmp_path: Path):
     """make_searcher on a real prepared sweep: points differ, a rebuild repeats them."""
     from test_sweep import make_synth, write_space
 
-    from orchestration.prepare import SweepOptions, prepare_sweep
-    from orchestration.execute import make_searcher
+    from orchestration.sweep.prepare import SweepOptions, prepare_sweep
+    from orchestration.sweep.execute import make_searcher
 
     data = make_synth(tmp_path / "data")
     space = write_space(tmp_path / "s", "seeds", data,
@@ -120,8 +120,8 @@ def test_terminal_console_keeps_one_live_status_line():
 
 
 def test_sweep_outcome_table_flags_collapse(monkeypatch):
-    from orchestration import cli_sweep
-    from orchestration.results import SweepOutcome, TrialOutcome
+    from rrn import sweep_commands as cli_sweep
+    from orchestration.sweep.results import SweepOutcome, TrialOutcome
 
     grid = {"method.name": "cps", "data.label_ratio": 0.125}
     trials = [TrialOutcome("t0", 0, grid, {"optim.lr": 0.01}, "TERMINATED", True, 0.1266,

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from orchestration.evidence import (
+from orchestration.report.evidence import (
     Comparison,
     compare_all,
     label_equivalent,

@@ -25,10 +25,10 @@ import pytest
 from mlflow import MlflowClient
 from test_sweep import LR, make_synth, mlflow_runs, write_space
 
-from orchestration.searcher import GridSearcher
-from orchestration.sweep import run_sweep
-from orchestration.prepare import SweepOptions
-from orchestration.report_hooks import ENV_KILL_AT_STEP, ENV_KILL_MARKER
+from orchestration.sweep.searcher import GridSearcher
+from orchestration.sweep.run import run_sweep
+from orchestration.sweep.prepare import SweepOptions
+from orchestration.sweep.trial_reporting import ENV_KILL_AT_STEP, ENV_KILL_MARKER
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ group this test started, never with `ray stop`.
 Submitted jobs run the hidden `validate` entrypoint: it exercises the working_dir
 upload, `rrn` being importable on the cluster and environment variables
 arriving, in seconds, without training anything. Every submission first runs the
-cluster check job (orchestration/cluster_probe.py; a cluster that fails it is a row of
+cluster check job (orchestration/cluster/probe.py; a cluster that fails it is a row of
 test_bad_input.py); fake AWS credentials sit in the
 submitting environment and must appear in no file under the head's Ray temp dir.
 """
@@ -25,10 +25,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from orchestration import cli_jobs
-from orchestration.gitinfo import git_state
-from orchestration.jobs import (EXCLUDES, JobsError, auth_headers, build_request, parse_env, resolve_address,
-                                submission_id)
+from rrn import jobs_commands as cli_jobs
+from orchestration.tracking.gitinfo import git_state
+from orchestration.cluster.jobs import auth_headers, resolve_address
+from orchestration.cluster.job_request import EXCLUDES, JobsError, build_request, parse_env, submission_id
 from orchestration.space import SpaceError, load_space
 from leak_scan import files_holding
 from ray_head import free_port as _free_port
@@ -294,7 +294,7 @@ def test_no_secret_in_any_file_under_the_head_temp_dir(validate_job) -> None:
 
 
 def test_the_cluster_probe_names_what_is_missing() -> None:
-    from orchestration.cluster_probe import REQUIRED, missing_modules
+    from orchestration.cluster.probe import REQUIRED, missing_modules
 
     assert missing_modules(("json", "rrn_no_such_pkg", "rrn_no_such.sub")) == ["rrn_no_such_pkg", "rrn_no_such.sub"]
     assert missing_modules(REQUIRED) == []          # this environment runs rrn

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.local_cluster import Secrets
-from orchestration.local_services import S3, free_port
-from orchestration.storage import ray_storage
-from orchestration.storage_retry import ENV_RETRY_S, StorageUnavailable, is_transient
-from orchestration.tracking_retry import PatientClient, is_unreachable, patiently
+from orchestration.cluster.local import Secrets
+from orchestration.cluster.local_services import S3
+from orchestration.cluster.processes import free_port
+from orchestration.storage.filesystems import ray_storage
+from orchestration.storage.retry import ENV_RETRY_S, StorageUnavailable, is_transient
+from orchestration.tracking.retry import PatientClient, is_unreachable, patiently
 
 
 @pytest.fixture(scope="module")

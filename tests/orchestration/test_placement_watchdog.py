@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from orchestration.preflight import PlacementWatchdog
+from orchestration.sweep.checks import PlacementWatchdog
 
 
 def pending(n: int = 1) -> list[SimpleNamespace]:

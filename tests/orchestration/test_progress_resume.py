@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from orchestration.progress import LiveProgressCallback, SweepProgress, watch
+from orchestration.sweep.progress import LiveProgressCallback, SweepProgress, watch
 
 
 def test_a_pickled_callback_drives_the_live_progress_not_a_copy() -> None:

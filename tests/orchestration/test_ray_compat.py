@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestration import ray_compat
 from orchestration.names import FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY
-from orchestration.searcher import GridSearcher
+from orchestration.sweep.searcher import GridSearcher
 
 
 def test_worker_group_timeout_env_is_one_train_propagates() -> None:
@@ -54,7 +54,7 @@ def test_asha_keeps_its_trials_and_stop_count() -> None:
 def test_secret_aws_variables_leave_and_return_to_tunes_propagation_set() -> None:
     from ray.tune.execution import class_cache
 
-    from orchestration.storage import is_secret_key
+    from orchestration.storage.filesystems import is_secret_key
 
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= class_cache.ENV_VARS_TO_PROPAGATE
     before = set(class_cache.ENV_VARS_TO_PROPAGATE)

@@ -25,13 +25,23 @@ from mlflow import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from orchestration import cli_report
-from orchestration.naming import distinct_digits, run_name
-from orchestration.report import label_efficiency_data, summarize
-from orchestration.report_plots import label_efficiency_figure, label_efficiency_plot
-from orchestration.mlflow_store import resolve_tracking_uri
-from orchestration.tracking import SweepTracker, TrialTracker
+from rrn import report_commands as cli_report
+from orchestration.display_names import distinct_digits, run_name
+from orchestration.report.table import find_sweep_run, label_efficiency_data, summarize_run
+from orchestration.tracking.store import resolve_tracking_uri
+from orchestration.report.plots import label_efficiency_figure, label_efficiency_plot
+from orchestration.tracking.store import resolve_tracking_uri
+from orchestration.tracking.sweep_run import SweepTracker
+from orchestration.tracking.trial_run import TrialTracker
 from rrn_core.evaluate import EvalResult, PredictionSample
+
+
+def summarize(tracking_uri: str, experiment: str, sweep_name: str):
+    """One row per trial of the newest sweep named `sweep_name` (what `rrn report` reads)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    return summarize_run(client, find_sweep_run(client, experiment, sweep_name))
 
 EXPERIMENT = "rep"
 SWEEP = "ratios"
@@ -91,8 +101,8 @@ def ui_launch(store, started):
     """
     port = free_port()
     log = store["root"] / "ui.log"
-    code = ("import typer; from orchestration import cli_report; app = typer.Typer(); "
-            "cli_report.register(app); app()")
+    code = ("import typer; from rrn import report_commands; app = typer.Typer(); "
+            "report_commands.register(app); app()")
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "ui", SWEEP, "--tracking-uri", store["uri"],
          "--experiment", EXPERIMENT, "--port", str(port)],
@@ -482,7 +492,7 @@ def test_tracking_over_http(ui_server, filled, tmp_path):
 
 
 def test_ui_prints_the_sweeps_links(ui_server, filled):
-    from orchestration.ui_links import view_key
+    from orchestration.tracking.ui_links import view_key
 
     client = MlflowClient(tracking_uri=filled["uri"])
     exp_id = client.get_experiment_by_name(EXPERIMENT).experiment_id

@@ -1,4 +1,4 @@
-"""`rrn train`'s tracking (orchestration/cli_train.py, run_tracking.py) with the real loop
+"""`rrn train`'s tracking (rrn/train_commands.py, run_tracking.py) with the real loop
 and a real sqlite store: an MLflow run named like a trial, its metrics and artifacts,
 a metrics.jsonl beside the checkpoints, and the same run continued on resume."""
 
@@ -9,8 +9,8 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from orchestration.mlflow_store import resolve_tracking_uri
-from orchestration.run_tracking import METRICS_FILE, standalone_hooks
+from orchestration.tracking.store import resolve_tracking_uri
+from orchestration.tracking.train_run import METRICS_FILE, standalone_hooks
 from rrn_core.config import build_config
 
 
@@ -39,13 +39,13 @@ def test_a_single_run_is_tracked_like_a_trial(tiny):
     import yaml
     from typer.testing import CliRunner
 
-    from orchestration import cli_train
-    from rrn_core import cli as core_cli
+    from rrn import train_commands as cli_train
+    from rrn import run_commands as core_cli
 
     root, cfg, uri = tiny
     app = typer.Typer()
     core_cli.register(app)
-    cli_train.register(app)               # the later `train` wins
+    cli_train.register(app)
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     threads = torch.get_num_threads()

@@ -12,8 +12,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from orchestration import cli_space
-from orchestration.space import SpaceError, build_sampler, load_space, to_optuna_distributions
+from rrn import space_commands as cli_space
+from orchestration.space import load_space
+from orchestration.sweep.distributions import build_sampler, to_optuna_distributions
+from orchestration.space_schema import SpaceError
 from rrn_core.config import RunConfig
 from rrn_core.methods.rrn import RRNConfig
 

@@ -9,8 +9,8 @@ import boto3
 import pyarrow.fs
 import pytest
 
-from orchestration.storage import (default_artifact_root, default_storage_path, default_tracking_uri, open_fs,
-                                   ray_storage, redact, rrn_home, storage_options)
+from orchestration.storage.filesystems import (default_storage_path, default_tracking_uri, open_fs,
+                                               ray_storage, redact, rrn_home, storage_options)
 
 
 def _keys(endpoint: str, bucket: str, prefix: str) -> set[str]:
@@ -26,7 +26,6 @@ def test_home_defaults_are_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/rrn-home/mlflow.db"
     assert default_tracking_uri().startswith("sqlite:////")          # four slashes: an absolute file
     assert default_storage_path() == str(tmp_path.resolve() / "rrn-home" / "results")
-    assert default_artifact_root() == str(tmp_path.resolve() / "rrn-home" / "mlartifacts")
     monkeypatch.setenv("RRN_HOME", "elsewhere")                       # relative env value: made absolute
     assert rrn_home() == tmp_path.resolve() / "elsewhere"
 

@@ -22,12 +22,12 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from orchestration import cli_sweep
+from rrn import sweep_commands as cli_sweep
 from orchestration.names import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, TAG_PARENT, TAG_ROLE,
                                  TAG_SPLIT_HASH_PREFIX, TAG_SWEEP)
-from orchestration.searcher import GridSearcher, PerPointScheduler
-from orchestration.sweep import run_sweep
-from orchestration.prepare import SweepError, SweepOptions
+from orchestration.sweep.searcher import GridSearcher, PerPointScheduler
+from orchestration.sweep.run import run_sweep
+from orchestration.sweep.prepare import SweepError, SweepOptions
 
 pytestmark = pytest.mark.slow
 
@@ -285,7 +285,7 @@ def test_progress_line_counts_trials_by_state_and_survives_pickling() -> None:
     from rich.console import Console
 
     from orchestration.names import STEP_KEY, TOTAL_STEPS_KEY
-    from orchestration.progress import SweepProgress
+    from orchestration.sweep.progress import SweepProgress
 
     progress = SweepProgress("demo", 3, "val/mIoU", "max", live=False)
     buffer = io.StringIO()
@@ -428,7 +428,7 @@ def test_existing_sweep_needs_resume(e2e: tuple[Path, Any]) -> None:
 
 
 def test_resume_refuses_a_changed_space(e2e: tuple[Path, Any]) -> None:
-    from orchestration.prepare import prepare_sweep
+    from orchestration.sweep.prepare import prepare_sweep
 
     folder, _ = e2e
     same = prepare_sweep(folder / "space.yaml", SweepOptions(resume=True), say=lambda m: None)

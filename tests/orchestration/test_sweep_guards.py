@@ -21,9 +21,9 @@ import pytest
 import yaml
 from test_sweep import make_synth, mlflow_runs, write_space
 
-from orchestration.sweep import run_sweep
+from orchestration.sweep.run import run_sweep
 from leak_scan import files_holding
-from orchestration.prepare import SweepError, SweepOptions
+from orchestration.sweep.prepare import SweepError, SweepOptions
 
 pytestmark = pytest.mark.slow
 

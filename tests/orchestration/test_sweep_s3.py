@@ -16,8 +16,8 @@ import pytest
 from s3_server import DUMMY_CREDENTIALS
 from test_sweep import make_synth, mlflow_runs, write_space
 
-from orchestration.sweep import run_sweep
-from orchestration.prepare import SweepError, SweepOptions, prepare_sweep
+from orchestration.sweep.run import run_sweep
+from orchestration.sweep.prepare import SweepError, SweepOptions, prepare_sweep
 
 pytestmark = pytest.mark.slow
 

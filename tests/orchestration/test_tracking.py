@@ -12,10 +12,12 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from orchestration.names import TAG_CHECKPOINT, TAG_PARENT
-from orchestration.naming import method_color, sanitize_metric_key
-from orchestration.overlays import MIN_PANEL_PX
-from orchestration.tracking import SweepTracker, TrialTracker, class_metric_keys
-from orchestration.mlflow_store import resolve_tracking_uri
+from orchestration.display_names import method_color, sanitize_metric_key
+from orchestration.tracking.overlays import MIN_PANEL_PX
+from orchestration.tracking.sweep_run import SweepTracker
+from orchestration.tracking.trial_run import TrialTracker
+from orchestration.tracking.mlflow_calls import class_metric_keys
+from orchestration.tracking.store import resolve_tracking_uri
 from rrn_core.config import build_config
 from rrn_core.evaluate import EvalResult, PredictionSample
 

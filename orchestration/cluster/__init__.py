@@ -1,0 +1,1 @@
+"""Running on a cluster: Ray Jobs, Kubernetes manifests, the one-machine cluster."""

@@ -1,0 +1,1 @@
+"""Reading a sweep back: tables, formats, plots."""

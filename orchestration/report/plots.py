@@ -1,0 +1,114 @@
+"""The sweep's figures: label efficiency (mIoU vs labels) and per-class IoU by method.
+
+Both read only the summary frame of `report.summarize_run`, so `rrn report` and the
+parent run's summary draw the same pictures. Each figure says what it averages and
+over how many seeds (n per point): a one-seed sweep must not look like a mean ± std.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from orchestration.display_names import method_color, ratio_text
+from orchestration.report.table import ceiling, class_iou_data, label_efficiency_data
+
+
+def _tick(value: float, x: str) -> str:
+    return ratio_text(value) if x == "label_ratio" else f"{int(value)}"
+
+
+def label_efficiency_figure(df: pd.DataFrame, title: str | None = None) -> Any:
+    """mIoU vs label amount: one line per method (mean, ±std band where n > 1), n at each
+    point, and the supervised-with-all-labels ceiling when the sweep has it."""
+    data = label_efficiency_data(df)
+    x = data.attrs["x"]
+    sweep = df.attrs.get("sweep")
+    fig = Figure(figsize=(7.2, 4.8), dpi=120)
+    ax = fig.subplots()
+    if data.empty:
+        ax.text(0.5, 0.5, "no evaluated trials yet", ha="center", va="center",
+                transform=ax.transAxes)
+    top = ceiling(data)
+    for method, group in data.groupby("method", sort=True):
+        xs = group["x"].to_numpy(float)
+        mean, std = group["mean"].to_numpy(float), group["std"].to_numpy(float)
+        (line,) = ax.plot(xs, mean, marker="o", label=str(method), color=method_color(str(method)))
+        if (group["n"] > 1).any():
+            ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=line.get_color())
+        for xv, yv, n, bad in zip(xs, mean, group["n"], group["collapsed"]):
+            note = f"n={n}" + (" collapsed" if bad else "")
+            ax.annotate(note, (xv, yv), textcoords="offset points", xytext=(4, 5), fontsize=7,
+                        color="red" if bad else line.get_color())
+    if top is not None:
+        ax.axhline(float(top["mean"]), linestyle="--", color="0.35",
+                   label=f"supervised, all labels (n={int(top['n'])})")
+    values = sorted(float(v) for v in data["x"].unique()) if not data.empty else []
+    if len(values) > 1 and all(v > 0 for v in values):
+        ax.set_xscale("log")
+        ax.minorticks_off()  # only the sweep's own amounts as ticks
+        ax.set_xticks(values)
+        ax.set_xticklabels([_tick(v, x) for v in values])
+    ax.set_xlabel("fraction of training images labeled" if x == "label_ratio"
+                  else "labeled images")
+    many = not data.empty and bool((data["n"] > 1).any())
+    ax.set_ylabel("val mIoU, best trial per seed" + (" (mean ± std over seeds)" if many else ""))
+    ax.set_title("Label efficiency" + (f" — sweep {sweep}" if sweep else ""))
+    ax.grid(True, alpha=0.3)
+    if not data.empty:
+        ax.legend(title="method", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _save_png(fig: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+
+
+def label_efficiency_plot(df: pd.DataFrame, path: str | Path) -> None:
+    """Write the label-efficiency plot as a PNG (an empty sweep gives a labelled blank)."""
+    _save_png(label_efficiency_figure(df), path)
+
+
+def class_iou_figure(df: pd.DataFrame) -> Any:
+    """Heat map of per-class IoU: rows `method r=1/8`, columns classes, values printed."""
+    table = class_iou_data(df)
+    sweep = df.attrs.get("sweep")
+    rows, cols = table.shape if not table.empty else (1, 1)
+    fig = Figure(figsize=(max(5.0, 0.75 * cols + 3.0), max(2.6, 0.45 * rows + 1.8)), dpi=120)
+    ax = fig.subplots()
+    if table.empty:
+        ax.text(0.5, 0.5, "no per-class IoU logged yet", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    values = np.ma.masked_invalid(table.to_numpy(float))
+    cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
+    im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="IoU")
+    ax.set_xticks(range(cols), labels=list(table.columns), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(rows), labels=list(table.index), fontsize=8)
+    if cols <= 25:
+        for i in range(rows):
+            for j in range(cols):
+                v = table.iat[i, j]
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if v > 0.6 else "white")
+    ax.set_title("Per-class IoU (best trial per seed, mean over seeds)"
+                 + (f" — sweep {sweep}" if sweep else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def class_iou_plot(df: pd.DataFrame, path: str | Path) -> None:
+    """Write the per-class IoU heat map as a PNG."""
+    _save_png(class_iou_figure(df), path)

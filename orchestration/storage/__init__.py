@@ -1,0 +1,1 @@
+"""Where results live: filesystems and retries."""

@@ -1,0 +1,1 @@
+"""The sweep, in the order it runs: prepare, execute, trial, read back."""

@@ -1,0 +1,103 @@
+"""What a trial's training loop reports, and where: Ray (metrics + checkpoint), MLflow.
+
+`ReportHooks` is the loop's `TrainHooks` inside a Tune trial or a Ray Train worker;
+the trial function (orchestration/sweep/trial.py) builds it. Tests inject faults here:
+`RRN_TEST_KILL_AT_STEP` makes the process die like an OOM-killed worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from orchestration.names import (FULLY_TRAINED, RESULT_COLLAPSED, STEP_KEY, TAG_CHECKPOINT, TOTAL_STEPS_KEY,
+                                 VAL_PREFIX, WORLD_SIZE_KEY)
+from rrn_core.loop import TrainHooks
+
+#: Fault injection for tests: SIGKILL this process once when the loop logs this step
+#: (guarded by the marker file, created just before the kill, so it happens once).
+ENV_KILL_AT_STEP = "RRN_TEST_KILL_AT_STEP"
+ENV_KILL_MARKER = "RRN_TEST_KILL_MARKER"
+
+class ReportHooks(TrainHooks):
+    """Forward the loop's evaluations to Ray (metrics + checkpoint) and to MLflow.
+
+    One Ray report per evaluation, on every rank (Ray Train needs the same number of
+    reports from each), checkpoint attached on rank 0 only. Tune's
+    `training_iteration` therefore counts evaluations, which is what ASHA's
+    grace_period/max_t are expressed in.
+    """
+
+    def __init__(self, report: Callable[..., None], checkpoint_from_dir: Callable[[str], Any],
+                 *, is_main: bool, total_steps: int, tracker: Any | None = None,
+                 latest_checkpoint: Callable[[], Any] | None = None,
+                 storage_scheme: str = "") -> None:
+        self._report = report
+        self._checkpoint_from_dir = checkpoint_from_dir
+        self._is_main = is_main
+        self._total = total_steps
+        self._tracker = tracker
+        self._latest = latest_checkpoint
+        self._scheme = storage_scheme
+        self._train: dict[str, float] = {}
+        self.final_reported = False   # the run's last evaluation reached Ray
+
+    def on_log(self, step: int, scalars: dict[str, float]) -> None:
+        self._train = dict(scalars)
+        if self._tracker is not None:
+            self._tracker.on_log(step, scalars)
+        _maybe_inject_fault(step)
+
+    def on_evaluation(self, step: int, result: Any, checkpoint_dir: str | None) -> None:
+        if self._tracker is not None:
+            self._tracker.on_evaluation(step, result, None)
+        metrics: dict[str, float] = {}
+        for key, value in result.as_metrics(prefix=VAL_PREFIX).items():
+            value = float(value)
+            if value == value:  # per-class IoU is nan for absent classes: nothing to report
+                metrics[key] = value
+        metrics.update(self._train)
+        # rrn_core's own verdict, so the console can flag a collapse without re-deriving it
+        metrics[RESULT_COLLAPSED] = float(result.collapsed)
+        metrics[STEP_KEY] = float(step)
+        metrics[TOTAL_STEPS_KEY] = float(self._total)
+        metrics[FULLY_TRAINED] = float(step >= self._total)
+        metrics[WORLD_SIZE_KEY] = float(_world_size())
+        checkpoint = None
+        if self._is_main and checkpoint_dir is not None:
+            checkpoint = self._checkpoint_from_dir(checkpoint_dir)
+        # Set before reporting: Tune may stop the trial inside this very call (ASHA at
+        # max_t), and the result has reached Tune by then.
+        self.final_reported = step >= self._total
+        self._report(metrics, checkpoint=checkpoint)
+        if checkpoint is not None and self._tracker is not None and self._latest is not None:
+            self._tag_checkpoint()
+
+    def _tag_checkpoint(self) -> None:
+        """Point the child run at the checkpoint Ray persisted (the loop's own folder is
+        a temporary one on the worker)."""
+        persisted = self._latest() if self._latest is not None else None
+        if persisted is not None:
+            self._tracker.client.set_tag(self._tracker.run_id, TAG_CHECKPOINT,
+                                         f"{self._scheme}{persisted.path}")
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _maybe_inject_fault(step: int) -> None:
+    """Tests only: die like an OOM-killed worker, once, at a chosen step."""
+    target = os.environ.get(ENV_KILL_AT_STEP)
+    marker = os.environ.get(ENV_KILL_MARKER)
+    if not target or not marker or int(target) != step or Path(marker).exists():
+        return
+    Path(marker).write_text(f"pid {os.getpid()} killed at step {step}\n")
+    time.sleep(2.0)  # let the driver register the last reported checkpoint
+    os.kill(os.getpid(), signal.SIGKILL)

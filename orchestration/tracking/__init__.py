@@ -1,0 +1,1 @@
+"""MLflow tracking: sweep and trial runs, retries, params, summary page, UI links."""
