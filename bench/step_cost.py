@@ -71,7 +71,7 @@ class Runner:
                  method_class: type[Method] | None = None) -> None:
         cfg = build_config({
             "data": {"root": "unused", "num_classes": args.classes, "crop_size": args.crop},
-            "model": {"backbone": args.backbone, "base_width": args.width, "deep_stem": False},
+            "model": {"backbone": args.backbone, "base_width": args.width},
             "method": {"name": "rrn", "warmup_epochs": 0,   # RRN's section; other methods keep their share
                        "discriminator": {"regions_per_side": args.regions}},
         }, {"method.name": name.split("@")[0]})
@@ -101,7 +101,7 @@ class Runner:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--backbone", default="resnet18d")
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)

@@ -53,7 +53,7 @@ GOOD_CONFIG: dict[str, Any] = {
     "name": "tiny",
     "data": {"root": "data", "num_classes": 4, "label_ratio": 0.5, "crop_size": 32,
              "batch_size": 2, "unlabeled_batch_size": 2},
-    "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
+    "model": {"backbone": "resnet18d", "base_width": 8,
               "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
     "method": {"name": "cps"},
     "optim": {"iters": 2},
