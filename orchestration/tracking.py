@@ -30,6 +30,7 @@ from mlflow.utils.validation import (MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH
                                      MAX_TAG_VAL_LENGTH)
 
 from orchestration import report
+from orchestration.backbones import backbone_tags
 from orchestration.mlflow_store import child_runs, ensure_experiment, find_runs_by_tags, resolve_tracking_uri
 from orchestration.names import (CLASS_IOU_PREFIX, CONFIG_ARTIFACT, METRIC_MIOU, ROLE_SWEEP, ROLE_TRIAL,
                                  TAG_BEST_RUN, TAG_BEST_TRIAL, TAG_CHECKPOINT, TAG_COLLAPSED,
@@ -321,6 +322,7 @@ def config_tags(config: RunConfig) -> dict[str, Any]:
         TAG_LABEL_COUNT: "" if data.label_count is None else data.label_count,
         TAG_SEED: config.runtime.seed,
         TAG_SPLIT_SEED: data.split_seed,
+        **backbone_tags(config),
     }
 
 

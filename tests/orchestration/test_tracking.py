@@ -137,7 +137,8 @@ def test_parent_children_params_metrics_and_artifacts(tmp_path, store, client):
     assert tags[TAG_CHECKPOINT] == "/ckpt/trial_0001/checkpoints"
     assert params["method.w_select"] == "0.5"
     assert params["data.crop_size"] == "48"
-    assert params["model.backbone"] == "resnet50"
+    assert params["model.backbone"] == "resnet50c"      # the default: ResNet-50 with the paper's deep stem
+    assert (tags["rrn.backbone"], tags["rrn.weights"], tags["rrn.weights_sha256"]) == ("resnet50c", "none", "")
     assert params["method.discriminator.lr"] == "0.0001"   # rrn's critic is rrn's to log
     assert len(params) > 50  # the whole flattened config an rrn run uses, not a hand-picked subset
     assert not any(k.startswith("runtime.output_dir") for k in params)
