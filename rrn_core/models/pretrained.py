@@ -65,8 +65,13 @@ def weight_source(backbone: str, pretrained: str | None) -> WeightSource:
 
 
 def cache_dir() -> str:
-    """The Hugging Face hub cache this process reads (HF_HUB_CACHE / HF_HOME aware)."""
+    """The Hugging Face hub cache: HF_HUB_CACHE, else $HF_HOME/hub, read when called
+    (huggingface_hub reads them once, at import)."""
     from huggingface_hub import constants
+    if folder := os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(folder)
+    if home := os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(home), "hub")
     return str(constants.HF_HUB_CACHE)
 
 
@@ -85,21 +90,41 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "ON")
 
 
+def _unreachable(timeout_s: float = 5.0) -> str:
+    """Why the hub cannot be reached ('' when a TCP connection opens). huggingface_hub
+    retries a failed request five times with back-off (~45 s for timm's two file
+    names); one quick connection attempt answers the common offline case at once."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return ""   # through a proxy: let huggingface_hub try
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout_s).close()
+    except OSError as err:
+        return f"{url.hostname} is not reachable: {err}"
+    return ""
+
+
 def fetch(src: WeightSource) -> Path:
     """Download the hub file into the cache (a no-op when it is there); WeightsError
     with the way to pre-fetch when that is impossible (offline, no network)."""
     if found := cached_file(src):
         return found
-    why = "HF_HUB_OFFLINE is set"
-    if not offline():
+    why = "HF_HUB_OFFLINE is set" if offline() else _unreachable()
+    if not why:
         from huggingface_hub import hf_hub_download
         for filename in HUB_FILENAMES:
             try:
                 return Path(hf_hub_download(src.repo, filename, cache_dir=cache_dir(), etag_timeout=10))
             except Exception as err:  # noqa: BLE001 - no network, no such file, ...: say which
                 why = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
-                if "EntryNotFound" not in type(err).__name__:
-                    break
+                if type(err).__name__ not in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
+                    break   # the hub answered "no such file": try timm's other file name
     raise WeightsError(
         f"model.pretrained: the weights {src.describe()} are not in the cache ({cache_dir()}) and "
         f"cannot be downloaded ({why}). Pre-fetch them where there is network: "
