@@ -49,7 +49,7 @@ from rrn_core.methods.build import build_method  # noqa: E402
 
 def loop_state(args: argparse.Namespace) -> dict:
     """The dict rrn_core.loop._save checkpoints, with optimiser states filled by one step."""
-    overrides = {"data.root": tempfile.gettempdir(), "runtime.device": "cpu"}
+    overrides = {"data.root": tempfile.gettempdir(), "runtime.device": "cpu", "model.pretrained": None}
     if args.backbone:
         overrides["model.backbone"] = args.backbone
     if args.width:
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stores", nargs="+", default=["local", "s3"], choices=["local", "s3"])
     parser.add_argument("--dir", default=None, help="local checkpoint folder (default: a temp dir)")
-    parser.add_argument("--backbone", default=None, help="override configs/voc.yaml's resnet101")
+    parser.add_argument("--backbone", default=None, help="override configs/voc.yaml's resnet101c")
     parser.add_argument("--width", type=int, default=None, help="override model.base_width")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -48,7 +48,7 @@ from rrn_core.methods.build import build_method  # noqa: E402
 
 METHODS = ("supervised", "cps", "fixmatch", "rrn")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-TINY = {"model.backbone": "resnet18", "model.base_width": 8, "model.deep_stem": False,
+TINY = {"model.backbone": "resnet18d", "model.base_width": 8,
         "model.aspp_channels": 16, "model.low_level_channels": 8, "model.head_channels": 16}
 TINY_CRITICS = {"method.discriminator.regions_per_side": 2, "method.discriminator.base_channels": 8}
 
@@ -245,7 +245,7 @@ def main() -> None:
                         help="default: fp32 bf16 fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--gpus", nargs="+", type=int, default=None,
                         help="process counts (DDP when > 1); default 1 2 (2 only with 2 GPUs)")
-    parser.add_argument("--backbone", default="resnet101")
+    parser.add_argument("--backbone", default="resnet101c")
     parser.add_argument("--crop", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
@@ -260,10 +260,10 @@ def main() -> None:
     parser.add_argument("--no-pipeline", action="store_true")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--tiny", action="store_true",
-                        help="CPU smoke setting: resnet18 width 8, crop 64, batch 2, 2 steps, gloo DDP")
+                        help="CPU smoke setting: resnet18d width 8, crop 64, batch 2, 2 steps, gloo DDP")
     args = parser.parse_args()
     if args.tiny:
-        args.backbone, args.crop, args.batch, args.steps, args.warmup = "resnet18", 64, 2, 2, 1
+        args.backbone, args.crop, args.batch, args.steps, args.warmup = "resnet18d", 64, 2, 2, 1
         args.pipeline_workers, args.pipeline_steps, args.pipeline_images = 0, 2, 8
     cuda = args.device == "cuda"
     if args.precisions is None:

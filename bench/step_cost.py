@@ -9,8 +9,15 @@ branches; RRN: + 2 critics). `--compare REV` adds `rrn@REV`: RRN's step as
 rrn_core/methods/rrn.py was at git revision REV (run against today's helpers), on
 the same weights, for a before/after ratio measured in one run.
 
+`--backbones A B ...` gives rows per backbone (`cps resnet50d`), each against the
+first backbone; `--old-resnet REV` adds the hand-written ResNet the project had at
+REV (rrn_core/models/resnet.py, deep stem) in place of timm's `resnet50c` (same
+layers and parameter names, so the same weights are copied in) for the ResNet-50
+step before/after timm, in one run. `--width 0` leaves the published widths.
+
     .venv/bin/python bench/step_cost.py [--crop 64] [--width 16] [--batch 4] [--steps 10]
         [--threads 1] [--methods cps rrn] [--compare HEAD~1] [--clock cpu]
+        [--backbones resnet18d convnext_tiny] [--old-resnet main]
 """
 
 from __future__ import annotations
@@ -53,6 +60,33 @@ def make_batch(b: int, crop: int, num_classes: int) -> dict:
             "unlabeled_a": unl(), "unlabeled_b": unl()}
 
 
+class OldResNetFeatures(torch.nn.Module):
+    """The hand-written ResNet of an older revision, returning timm's feature list."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        n = self.net
+        stem = n.relu(n.bn1(n.conv1(x)))
+        l1 = n.layer1(n.maxpool(stem))
+        l2 = n.layer2(l1)
+        l3 = n.layer3(l2)
+        return [stem, l1, l2, l3, n.layer4(l3)]
+
+
+def old_resnet_at(rev: str, name: str, width: int | None, output_stride: int) -> torch.nn.Module:
+    """rrn_core/models/resnet.py at `rev` (deep stem), wrapped as a timm feature net."""
+    path = "rrn_core/models/resnet.py"
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    module = types.ModuleType(f"resnet_at_{rev}")
+    exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)
+    net = module.ResNet(name, base_width=width or 64, deep_stem=True, output_stride=output_stride)
+    return OldResNetFeatures(net)
+
+
 def rrn_class_at(rev: str) -> type[Method]:
     """The RRN class of rrn_core/methods/rrn.py at git revision `rev`."""
     path = "rrn_core/methods/rrn.py"
@@ -68,10 +102,12 @@ class Runner:
     """One method's model, optimisers and batch: `step()` times one training step."""
 
     def __init__(self, name: str, args: argparse.Namespace, device: torch.device,
-                 method_class: type[Method] | None = None) -> None:
+                 method_class: type[Method] | None = None, backbone: str | None = None,
+                 old_resnet: str | None = None) -> None:
+        backbone = backbone or args.backbone
         cfg = build_config({
             "data": {"root": "unused", "num_classes": args.classes, "crop_size": args.crop},
-            "model": {"backbone": args.backbone, "base_width": args.width, "deep_stem": False},
+            "model": {"backbone": backbone, "base_width": args.width or None},
             "method": {"name": "rrn", "warmup_epochs": 0,   # RRN's section; other methods keep their share
                        "discriminator": {"regions_per_side": args.regions}},
         }, {"method.name": name.split("@")[0]})
@@ -80,6 +116,12 @@ class Runner:
         if method_class is not None:   # the same weights under another revision's step
             method = method_class(method.mcfg, copy.deepcopy(list(method.branches)),
                                   copy.deepcopy(list(method.discriminators)))
+        if old_resnet is not None:     # the same weights in the old hand-written ResNet
+            for branch in method.branches:
+                old = old_resnet_at(old_resnet, backbone.rstrip("c"), args.width or None,
+                                    cfg.model.output_stride)
+                old.net.load_state_dict(branch.backbone.state_dict(), strict=True)
+                branch.backbone = old
         self.method = method.to(device).train()
         self.seg_opt, self.disc_opt = build_optimizers(self.method, cfg)
         self.batch = {k: {kk: v.to(device) for kk, v in d.items()}
@@ -101,7 +143,11 @@ class Runner:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--backbone", default="resnet18d")
+    parser.add_argument("--backbones", nargs="+", default=None,
+                        help="rows per backbone (each method on each); ratios against the first")
+    parser.add_argument("--old-resnet", metavar="REV", default=None,
+                        help="also time resnet50c's step with the hand-written ResNet of REV")
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
@@ -127,6 +173,8 @@ def main() -> None:
     print(f"device {device}, {args.backbone} width {args.width}, crop {args.crop}, batch {args.batch} "
           f"(labeled) + 2x{args.batch} (unlabeled), {args.steps} timed steps, torch threads "
           f"{torch.get_num_threads()}, {args.clock} clock")
+    if args.backbones:
+        return per_backbone(args, device, clock)
     runners = {name: Runner(name, args, device) for name in args.methods}
     if args.compare:
         runners[f"rrn@{args.compare}"] = Runner(f"rrn@{args.compare}", args, device, rrn_class_at(args.compare))
@@ -145,6 +193,32 @@ def main() -> None:
         if "cps" in medians:
             low, mid, high = paired_ratios(times[name], times["cps"])
             row += f"  {mid:.2f} ({low:.2f}-{high:.2f})"
+        print(row)
+
+
+def per_backbone(args: argparse.Namespace, device: torch.device, clock: Callable[[], float]) -> None:
+    """Rows `method backbone` (+ `method resnet50c@REV` with --old-resnet), timed in turns."""
+    runners: dict[str, Runner] = {}
+    for backbone in args.backbones:
+        for method in args.methods:
+            runners[f"{method} {backbone}"] = Runner(method, args, device, backbone=backbone)
+            if args.old_resnet and backbone == "resnet50c":
+                runners[f"{method} {backbone}@{args.old_resnet}"] = Runner(
+                    method, args, device, backbone=backbone, old_resnet=args.old_resnet)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(args.warmup + args.steps):
+        for name, runner in runners.items():
+            elapsed = runner.step(clock)
+            if i >= args.warmup:
+                times[name].append(elapsed)
+    first = args.backbones[0]
+    print(f"{'row':<44}{'ms/step (median)':>18}{'x ' + first:>22}{'x timm (paired)':>18}")
+    for name, ts in times.items():
+        method = name.split(" ", 1)[0]
+        base = times[f"{method} {first}"]
+        row = f"{name:<44}{statistics.median(ts) * 1000:>18.1f}{statistics.median(ts) / statistics.median(base):>22.2f}"
+        if "@" in name:
+            row += f"{paired_ratios(ts, times[name.split('@')[0]])[1]:>18.2f}"
         print(row)
 
 

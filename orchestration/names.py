@@ -55,6 +55,10 @@ TAG_SPLIT_SEED = "rrn.split_seed"
 TAG_GRID_POINT = "rrn.grid_point"
 TAG_EXECUTION = "rrn.execution"
 TAG_CHECKPOINT = "rrn.checkpoint"
+#: The run's backbone, its weights' source and the weights file's sha256 (orchestration/backbones.py).
+TAG_BACKBONE = "rrn.backbone"
+TAG_WEIGHTS = "rrn.weights"
+TAG_WEIGHTS_SHA256 = "rrn.weights_sha256"
 #: Ray node ids the trial ran on, in order (a restart on another node appends one).
 TAG_NODES = "rrn.nodes"
 TAG_RESUMED = "rrn.resumed"

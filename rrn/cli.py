@@ -8,7 +8,7 @@ answers at once.
 from __future__ import annotations
 
 from rrn import (data_commands, jobs_commands, k8s_commands, report_commands, run_commands,
-                 space_commands, sweep_commands, train_commands)
+                 space_commands, sweep_commands, train_commands, weights_commands)
 from rrn.console import cli_app
 
 app = cli_app("rrn", "Semi-supervised semantic segmentation with Region Relevance Networks: "
@@ -17,6 +17,7 @@ app = cli_app("rrn", "Semi-supervised semantic segmentation with Region Relevanc
 run_commands.register(app)
 train_commands.register(app)  # `rrn train`, tracked in MLflow
 app.add_typer(data_commands.app, name="data")
+app.add_typer(weights_commands.app, name="weights")
 app.add_typer(space_commands.app, name="space")
 sweep_commands.register(app)
 report_commands.register(app)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from rrn_core.constants import METHOD_NAME_KEY
 from rrn_core.field_messages import field_message
@@ -34,6 +34,24 @@ class RunConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _patch_multiples(self) -> RunConfig:
+        """A ViT reads whole patches: training crops and sliding windows must be
+        multiples of its patch (14 for DINOv2: 518 as UniMatch V2 on VOC, 798 on
+        Cityscapes). Whole images of any size are padded by the segmenter."""
+        from rrn_core.models.backbones import patch_size
+
+        p = patch_size(self.model.backbone)
+        sizes = [("data.crop_size", self.data.crop_size)]
+        if self.eval.mode == "sliding":
+            sizes.append(("eval.window", self.eval.window))
+        for field, size in sizes:
+            if size % p:
+                raise ValueError(f"{field}: {size} is not a multiple of {p}, the patch size of "
+                                 f"{self.model.backbone} (use {size - size % p or p} or "
+                                 f"{size - size % p + p})")
+        return self
 
 
 def error_lines(err: ValidationError) -> list[tuple[str, str]]:

@@ -82,18 +82,55 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    """DeepLabV3+ on a ResNet; `base_width` < 64 gives the narrow CPU-demo nets."""
+    """The segmenter: a timm encoder (`backbone`) and its decoder.
 
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
-    base_width: int = Field(64, ge=4, le=256)
-    deep_stem: bool = True
+    Convolutional backbones (resnet50d, resnet101c: the paper's deep-stem ResNet-101,
+    convnext_tiny, efficientnet_b0, ...) feed DeepLabV3+ (the aspp_* / *_channels
+    fields); ViTs (vit_small_patch14_dinov2, vit_base_patch14_dinov2) feed a DPT
+    decoder (`dpt_features`) and need crops that are multiples of their patch.
+    `base_width` narrows timm's ResNets for CPU demos (unset: the published widths).
+    `pretrained`: none, imagenet (timm's default weights, cached from the hub), a timm
+    weight tag, or a file (.pth/.safetensors; relative to the config's folder).
+    See rrn_core/models/backbones.py and docs/method.md.
+    """
+
+    backbone: str = "resnet50c"
+    base_width: int | None = Field(None, ge=4, le=256)
     output_stride: Literal[8, 16] = 16
     pretrained: str | None = None
     aspp_rates: tuple[int, int, int] = (6, 12, 18)
     aspp_channels: int = Field(256, ge=4)
     low_level_channels: int = Field(48, ge=4)
     head_channels: int = Field(256, ge=4)
+    dpt_features: int | None = Field(None, ge=4)
     sync_bn: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "deep_stem" in data:
+            raise ValueError("deep_stem was removed: the backbone's name says its stem (timm names: "
+                             "resnet50 / resnet101 have the 7x7 stem, resnet50c / resnet101c the "
+                             "paper's deep v1c stem, resnet50d / resnet101d the deep stem with ResNet-D "
+                             "shortcuts)")
+        return data
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelConfig:
+        # timm (and torch) load only when a config is validated, not when this module is read
+        from rrn_core.models.backbones import backbone_problem, pretrained_tag_problem
+        from rrn_core.paths import names_weights
+
+        if problem := backbone_problem(self.backbone, self.base_width, self.output_stride):
+            raise ValueError(problem)
+        value = self.pretrained
+        if value is not None and value != "none" and names_weights(value):
+            if problem := pretrained_tag_problem(self.backbone, value):
+                raise ValueError(f"pretrained: {problem}")
+            if self.base_width is not None:
+                raise ValueError(f"pretrained: {value!r} names published weights, which have the "
+                                 "published widths: unset base_width (or give a file of a narrow net)")
+        return self
 
 
 #: The budget of a config that states none.

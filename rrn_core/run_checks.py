@@ -34,6 +34,7 @@ from rrn_core.data.check import check_dataset
 from rrn_core.data.image_files import DataError
 from rrn_core.data.splits import labeled_size
 from rrn_core.methods.table import method_class
+from rrn_core.models.pretrained import pretrained_problem as weights_problem
 from rrn_core.paths import is_url
 
 DataScope = Literal["all", "val", "none"]
@@ -145,11 +146,9 @@ def device_problem(device: str) -> str | None:
 
 
 def pretrained_problem(cfg: RunConfig) -> str | None:
-    path = cfg.model.pretrained
-    if path and not Path(path).expanduser().is_file():
-        return (f"model.pretrained: {path} not found (weights are never downloaded; "
-                "relative paths resolve against the config file's folder)")
-    return None
+    """model.pretrained: the file exists, or the named weights are in the cache (fetched
+    into it when there is network); offline with an empty cache says how to pre-fetch."""
+    return weights_problem(cfg.model.backbone, cfg.model.pretrained)
 
 
 def unlabeled_count(cfg: RunConfig) -> int:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install rrn into it. torch is installed first and pinned
-# (torch==2.13.0, the CPU build on this disk), so that no dependency can make pip
-# fetch a multi-GB CUDA build. Re-running is cheap: a stamp file skips the work
+# Create .venv and install rrn into it. torch and torchvision are installed first and
+# pinned (torch==2.14.1 + torchvision==0.29.1: the CUDA 13.0 build, which also runs on
+# the CPU, so a CUDA machine gets a GPU-capable torch from this same install), so that
+# no dependency (timm) can make pip pick another torch. Re-running is cheap: a stamp file skips the work
 # unless pyproject.toml or constraints.txt changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,7 @@ if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constrai
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+"$VENV/bin/python" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[dev]"
 touch "$stamp"
 echo "rrn installed in $VENV"

@@ -16,6 +16,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from orchestration.backbones import label_by_backbone
 from orchestration.tracking.store import child_runs, find_runs_by_tags, resolve_tracking_uri, search_all_runs
 from orchestration.names import (EXPERIMENT_AXES, CLASS_IOU_PREFIX, METRIC_DOMINANT_SHARE, METRIC_MIOU, ROLE_SWEEP,
                                  TAG_CHECKPOINT, TAG_COLLAPSED, TAG_COLLAPSED_AT, TAG_GRID_KEYS,
@@ -155,6 +156,7 @@ def summarize_run(client: MlflowClient, parent: Run) -> pd.DataFrame:
                     parent_run_id=parent.info.run_id, classes=classes)
     if df.empty:
         return df
+    df = label_by_backbone(df)
     return df.sort_values(["method", "label_ratio", "label_count", "seed", "trial_id"],
                           na_position="last", kind="stable").reset_index(drop=True)
 

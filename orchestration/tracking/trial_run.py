@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
+from orchestration.backbones import backbone_tags
 from orchestration.display_names import method_color, sanitize_metric_key
 from orchestration.names import (CLASS_IOU_PREFIX, CONFIG_ARTIFACT, ROLE_TRIAL, TAG_CHECKPOINT,
                                  TAG_COLLAPSED, TAG_COLLAPSED_AT, TAG_GRID_KEYS, TAG_LABEL_COUNT,
@@ -51,6 +52,7 @@ def config_tags(config: RunConfig) -> dict[str, Any]:
         TAG_LABEL_COUNT: "" if data.label_count is None else data.label_count,
         TAG_SEED: config.runtime.seed,
         TAG_SPLIT_SEED: data.split_seed,
+        **backbone_tags(config),
     }
 class RunLogger(TrainHooks):
     """Feeds one MLflow run from the training loop's hooks: train scalars, validation

@@ -1,4 +1,4 @@
-"""DeepLabV3+ head and the `Segmenter` (backbone + head) every method trains.
+"""DeepLabV3+ head and the `Segmenter` (encoder + decoder) every method trains.
 
 The head follows the reference of the RRN/CPS release: ASPP (1x1, three dilated 3x3,
 image pooling) projected to `aspp_channels`, a 48-channel projection of layer1,
@@ -16,8 +16,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rrn_core.models.resnet import ResNet, build_resnet
-from rrn_core.models.weights import WeightsReport, load_backbone_weights
+from rrn_core.models.dpt import DPTHead
+from rrn_core.models.encoders import EncoderInfo, build_encoder
+from rrn_core.models.pretrained import local_file, weight_source
+from rrn_core.models.weights import WeightsReport, load_encoder_weights
 from rrn_core.config_sections import ModelConfig
 
 
@@ -81,11 +83,14 @@ class ASPP(nn.Module):
 
 
 class DeepLabV3PlusHead(nn.Module):
-    """Decoder: ASPP on the high-level map, fused with projected low-level features."""
+    """Decoder: ASPP on the encoder's last map, fused with its stride-4 map (`low_index`)."""
 
-    def __init__(self, low_channels: int, high_channels: int, num_classes: int,
-                 cfg: ModelConfig) -> None:
+    def __init__(self, info: EncoderInfo, num_classes: int, cfg: ModelConfig) -> None:
         super().__init__()
+        # the stride-4 map (stride 2 and 8 only when a net has none at 4)
+        self.low_index = min(range(len(info.reductions)),
+                             key=lambda i: (abs(info.reductions[i] - 4), info.reductions[i]))
+        low_channels, high_channels = info.channels[self.low_index], info.channels[-1]
         # ASPP rates are defined for output stride 16; at OS 8 the map is twice as
         # large, so the same receptive field needs twice the rate (DeepLab's habit).
         scale = 16 // cfg.output_stride
@@ -101,30 +106,40 @@ class DeepLabV3PlusHead(nn.Module):
             if isinstance(m, nn.Conv2d) and m is not self.classifier:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        low, high = feats[self.low_index], feats[-1]
         context = self.aspp(high)
         context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.fuse(torch.cat([self.reduce(low), context], dim=1)))
 
 
 class Segmenter(nn.Module):
-    """DeepLabV3+ = ResNet backbone + head; x[B,3,H,W] -> logits[B,C,H,W].
+    """Encoder + decoder; x[B,3,H,W] -> logits[B,C,H,W] for any H, W.
 
-    The two parameter groups exist because the usual recipe trains the (pretrained)
-    backbone at the base lr and the fresh head at `head_lr_mult` times it.
+    A ViT sees tokens of `pad_to` pixels, so inputs are zero-padded (after
+    normalisation: the mean colour) on the bottom/right to a multiple of it and the
+    logits cropped back; crops are validated to be multiples already, so only whole-
+    image evaluation of odd-sized images pads. The two parameter groups exist because
+    the usual recipe trains the (pretrained) backbone at the base lr and the fresh
+    head at `head_lr_mult` times it.
     """
 
-    def __init__(self, backbone: ResNet, head: DeepLabV3PlusHead, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, num_classes: int, pad_to: int = 1) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.num_classes = num_classes
+        self.pad_to = pad_to
         self.weights_report: WeightsReport | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        low, high = self.backbone(x)
-        logits = self.head(low, high)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        h, w = x.shape[-2:]
+        p = self.pad_to
+        if p > 1 and (h % p or w % p):
+            x = F.pad(x, (0, -w % p, 0, -h % p))
+        logits = self.head(self.backbone(x))
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :h, :w]
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         return self.backbone.parameters()
@@ -134,17 +149,22 @@ class Segmenter(nn.Module):
 
 
 def build_segmenter(cfg: ModelConfig, num_classes: int) -> Segmenter:
-    """Build DeepLabV3+ from the config; `cfg.pretrained` (a local file) fills the backbone.
+    """Build the segmenter from the config and fill its encoder from `cfg.pretrained`.
 
     Raises `WeightsError` (a `ConfigError`) naming the file when it cannot be used.
-    The load report is kept on `segmenter.weights_report` for tracking.
+    The load report (with the file's sha256) is kept on `segmenter.weights_report`.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    backbone = build_resnet(cfg.backbone, base_width=cfg.base_width, deep_stem=cfg.deep_stem,
-                            output_stride=cfg.output_stride)
-    report = load_backbone_weights(backbone, cfg.pretrained) if cfg.pretrained else None
-    head = DeepLabV3PlusHead(backbone.low_channels, backbone.high_channels, num_classes, cfg)
-    model = Segmenter(backbone, head, num_classes)
+    encoder, info = build_encoder(cfg.backbone, output_stride=cfg.output_stride,
+                                  base_width=cfg.base_width)
+    path = local_file(weight_source(cfg.backbone, cfg.pretrained))
+    report = load_encoder_weights(encoder, path) if path is not None else None
+    head: nn.Module
+    if info.embed_dim:
+        head = DPTHead(info.embed_dim, num_classes, cfg.dpt_features)
+    else:
+        head = DeepLabV3PlusHead(info, num_classes, cfg)
+    model = Segmenter(encoder, head, num_classes, pad_to=info.patch_size)
     model.weights_report = report
     return model

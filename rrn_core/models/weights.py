@@ -1,79 +1,86 @@
-"""Pretrained backbone weights from a local file; nothing is ever downloaded.
+"""Put a weights file into an encoder: safetensors or a torch state dict, by name.
 
-Runs happen on machines without network (CI, cluster pods), so `model.pretrained`
-names a file the user placed there: a torchvision-format ResNet state dict, or a
-checkpoint dict holding one under "state_dict"/"model". A silent partial load would
-make a sweep compare pretrained against random nets without anyone noticing, so the
-result says exactly what loaded and what did not, and a file that matches nothing
-is an error naming the file.
+Files come from timm/Hugging Face (rrn_core/models/pretrained.py puts them in the
+user's cache), from a user's disk (`model.pretrained: ./weights.pth`), or from the
+old hand-written ResNet (torchvision names, which timm's ResNet shares). A file
+holds a whole classifier's names (`stem.0.weight`, `fc.weight`); timm's
+`features_only` nets rename modules they flatten (`stem_0.weight`) and ViT readers
+wrap the net (`model.blocks.0...`). Names are therefore matched with '.' and '_'
+made equal and wrapper prefixes taken off, and every tensor is accounted for: a
+silent partial load would make a sweep compare pretrained against random nets
+without anyone noticing, so a file that leaves encoder tensors unfilled, or holds
+tensors the encoder has no place for (other than the classifier head), is an
+error naming the file and the first such names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from rrn_core.models.resnet import ResNet
 from rrn_core.config_sections import ConfigError
 
 log = logging.getLogger(__name__)
 
-_STEM_KEYS = ("conv1.", "bn1.")
-_STRIPPED_PREFIXES = ("module.", "backbone.")
+_STRIPPED_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
 _WRAPPER_KEYS = ("state_dict", "model")
 
 
 class WeightsError(ConfigError):
-    """The pretrained weights file cannot be used; the message names the file."""
+    """The pretrained weights cannot be used; the message names the file."""
 
 
 @dataclass
 class WeightsReport:
-    """What `load_backbone_weights` did, so callers can log it (e.g. as an MLflow tag)."""
+    """What `load_encoder_weights` did, so callers can log it (e.g. as an MLflow tag)."""
 
     path: str
+    sha256: str = ""
     loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)       # in the model, not filled from the file
-    unexpected: list[str] = field(default_factory=list)    # in the file, no such key in the model
-    mismatched: list[str] = field(default_factory=list)    # same key, different shape
-    ignored: list[str] = field(default_factory=list)       # classifier (fc.*) and the like
-    notes: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)       # classifier head and the like
 
-    @property
-    def complete(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
+    def summary(self) -> str:
+        return (f"{self.path}: loaded {len(self.loaded)} tensors into the encoder "
+                f"({len(self.ignored)} head tensors not used); sha256 {self.sha256[:12]}")
 
-    def summary(self, limit: int = 8) -> str:
-        def few(keys: list[str]) -> str:
-            more = f", ... (+{len(keys) - limit})" if len(keys) > limit else ""
-            return ", ".join(keys[:limit]) + more
 
-        lines = [f"{self.path}: loaded {len(self.loaded)} tensors into the backbone"]
-        for label, keys in (("missing (kept random init)", self.missing),
-                            ("unexpected (not used)", self.unexpected),
-                            ("shape mismatch (not used)", self.mismatched)):
-            if keys:
-                lines.append(f"  {label}: {len(keys)}: {few(keys)}")
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
+@lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's sha256 (memoised per path, size and mtime: a 350 MB file takes ~1 s)."""
+    st = Path(path).stat()
+    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _read_any(p: Path) -> object:
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(p), device="cpu")
+    # weights_only: a weights file must not be able to run code when read
+    return torch.load(p, map_location="cpu", weights_only=True)
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from a local file, unwrapping checkpoint dicts and DDP prefixes."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise WeightsError(
-            f"{path}: pretrained weights file not found (model.pretrained); weights are never "
-            "downloaded, place a torchvision-format ResNet state dict there or unset model.pretrained"
-        )
+        raise WeightsError(f"{path}: pretrained weights file not found (model.pretrained)")
     try:
-        # weights_only: a weights file must not be able to run code when read
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = _read_any(p)
     except Exception as err:  # noqa: BLE001 - any failure means "not a readable weights file"
         raise WeightsError(f"{path}: cannot read pretrained weights: {err}") from None
     for key in _WRAPPER_KEYS:
@@ -84,71 +91,76 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise WeightsError(f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}")
     state: dict[str, Tensor] = {}
     for name, value in obj.items():
-        if not isinstance(value, Tensor):
-            continue
-        for prefix in _STRIPPED_PREFIXES:
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-        state[name] = value
+        if isinstance(value, Tensor):
+            state[_strip(name)] = value
     if not state:
         raise WeightsError(f"{path}: the file holds no tensors")
     return state
 
 
-def _stem_kind(state: Mapping[str, Tensor]) -> str | None:
-    if "conv1.weight" in state:
-        return "single"
-    if any(k.startswith("conv1.0.") for k in state):
-        return "deep"
-    return None
+def _strip(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIPPED_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix):], True
+    return name
 
 
-def load_backbone_weights(backbone: ResNet, path: str | Path) -> WeightsReport:
-    """Copy matching tensors from `path` into `backbone` and report what happened.
+def _normal(name: str) -> str:
+    return _strip(name).replace(".", "_")
 
-    Keys are matched by name and shape. `fc.*` (the ImageNet classifier) is ignored.
-    When the file's stem differs from the backbone's (a torchvision 7x7 conv against
-    the deep "v1c" stem, or the reverse) the stem (`conv1.*`, `bn1.*`) keeps its random
-    init and everything else loads: bn1's statistics belong to the other stem's conv.
-    Raises WeightsError when the file is missing/unreadable or no tensor matches.
+
+def map_to_encoder(state: Mapping[str, Tensor], encoder: nn.Module,
+                   source: str) -> tuple[dict[str, Tensor], list[str]]:
+    """(the file's tensors under the encoder's names, the head tensors left out).
+
+    Raises WeightsError naming `source` when a tensor has no place, a place has no
+    tensor, or shapes differ.
     """
-    state = read_state_dict(path)
-    report = WeightsReport(path=str(path))
-    file_stem = _stem_kind(state)
-    model_stem = "deep" if backbone.deep_stem else "single"
-    if file_stem is not None and file_stem != model_stem:
-        if model_stem == "deep":
-            report.notes.append(
-                "the file has a single-conv (torchvision 7x7) stem but the backbone uses the deep "
-                "(v1c) stem (model.deep_stem=true): the stem (conv1.*, bn1.*) keeps its random "
-                "init, all other layers load; set model.deep_stem=false to load the whole file")
-        else:
-            report.notes.append(
-                "the file has a deep (v1c) stem but model.deep_stem=false: the stem (conv1.*, bn1.*) "
-                "keeps its random init; set model.deep_stem=true to load the whole file")
-        for key in [k for k in state if k.startswith(_STEM_KEYS)]:
-            report.ignored.append(key)
-            del state[key]
-
-    own = backbone.state_dict()
+    own = encoder.state_dict()
+    by_normal: dict[str, str] = {}
+    for key in own:
+        by_normal.setdefault(_normal(key), key)
+    # The encoder's own top-level modules: a file tensor outside all of them belongs to
+    # what features_only cut off (classifier, final conv/norm of a convnet), not an error.
+    kept = tuple({f"{_strip(key).split('.')[0]}_".replace(".", "_") for key in own})
     chosen: dict[str, Tensor] = {}
+    ignored: list[str] = []
+    unexpected: list[str] = []
+    mismatched: list[str] = []
     for key, value in state.items():
-        if key.startswith("fc."):
-            report.ignored.append(key)
-        elif key not in own:
-            report.unexpected.append(key)
-        elif tuple(value.shape) != tuple(own[key].shape):
-            report.mismatched.append(
-                f"{key} (file {tuple(value.shape)} vs model {tuple(own[key].shape)})")
+        target = by_normal.get(_normal(key))
+        if target is None:
+            (unexpected if _normal(key).startswith(kept) else ignored).append(key)
+        elif tuple(value.shape) != tuple(own[target].shape):
+            mismatched.append(f"{key} (file {tuple(value.shape)} vs model {tuple(own[target].shape)})")
         else:
-            chosen[key] = value
-    # BN step counters are scalars that "match" any net; they do not make a load
-    if not any(not k.endswith("num_batches_tracked") for k in chosen):
-        raise WeightsError(
-            f"{path}: no tensor matches the {backbone.name} backbone (base_width={backbone.base_width}, "
-            f"deep_stem={backbone.deep_stem}); first keys in the file: {', '.join(list(state)[:5])}")
-    backbone.load_state_dict(chosen, strict=False)
-    report.loaded = sorted(chosen)
-    report.missing = [k for k in own if k not in chosen]
-    (log.info if report.complete and not report.notes else log.warning)(report.summary())
+            chosen[target] = value
+    missing = [k for k in own if k not in chosen and not k.endswith("num_batches_tracked")]
+    problems = [(label, keys) for label, keys in (("shape mismatch", mismatched),
+                                                  ("missing from the file", missing),
+                                                  ("in the file, not in the encoder", unexpected))
+                if keys]
+    if problems:
+        detail = "; ".join(f"{label}: {len(keys)} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
+                           for label, keys in problems)
+        raise WeightsError(f"{source}: does not fit this encoder ({detail}). The file must hold the "
+                           "weights of the model.backbone named (its state_dict, e.g. a torchvision "
+                           "ResNet for resnet50, the release's v1c ResNet for resnet101c)")
+    return chosen, ignored
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> WeightsReport:
+    """Copy every tensor of the file at `path` into `encoder`; see `map_to_encoder`."""
+    chosen, ignored = map_to_encoder(read_state_dict(path), encoder, str(path))
+    encoder.load_state_dict(chosen, strict=False)
+    report = WeightsReport(path=str(path), sha256=file_sha256(Path(path).expanduser()),
+                           loaded=sorted(chosen), ignored=sorted(ignored))
+    log.info(report.summary())
     return report
+
+
+__all__ = ["WeightsError", "WeightsReport", "file_sha256", "load_encoder_weights", "map_to_encoder",
+           "read_state_dict"]

@@ -260,7 +260,7 @@ def test_cuda_autocast_evaluation_of_a_real_network_agrees_with_fp32(amp: str) -
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip(reason="this GPU has no bf16")
     torch.manual_seed(0)
-    net = build_segmenter(ModelConfig(backbone="resnet18", base_width=16, deep_stem=False,
+    net = build_segmenter(ModelConfig(backbone="resnet18d", base_width=16,
                                       aspp_channels=32, low_level_channels=8, head_channels=32), 5)
     net = net.cuda().eval()
     items = make_case(7, sizes=((65, 97), (64, 64), (33, 47)))

@@ -25,7 +25,7 @@ def run_config(root: Path, out: Path, method: str, iters: int = 6, **extra) -> R
     tree = {
         "data": {"root": str(root), "num_classes": 4, "label_ratio": 0.25, "crop_size": 32,
                  "batch_size": 2, "unlabeled_batch_size": 2},
-        "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
+        "model": {"backbone": "resnet18d", "base_width": 8,
                   "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
         "method": {"name": "rrn", "warmup_epochs": 0.1,   # RRN's section; other methods keep their share
                    "discriminator": {"regions_per_side": 2, "base_channels": 8}},

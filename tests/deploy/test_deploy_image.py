@@ -54,6 +54,7 @@ def test_setup_sh_installs_torch_first_then_the_project_with_constraints() -> No
     installs = [i for i in setup_sh_installs() if "--upgrade pip" not in i]
     assert len(installs) == 2, installs
     assert re.search(r'"torch==([^"]+)"', installs[0]).group(1) == constraints()["torch"]
+    assert re.search(r'"torchvision==([^"]+)"', installs[0]).group(1) == constraints()["torchvision"]
     assert "-c constraints.txt" in installs[1] and '".[dev]"' in installs[1]
 
 
@@ -64,8 +65,8 @@ def test_dockerfile_installs_like_setup_sh() -> None:
     assert '--index-url "${TORCH_INDEX_URL}"' in torch_step
     pattern = re.search(r"grep -E '([^']+)' constraints\.txt", torch_step).group(1)
     matched = [ln for ln in (REPO / "constraints.txt").read_text().splitlines() if re.search(pattern, ln)]
-    setup_pin = re.search(r'"(torch==[^"]+)"', setup_sh_installs()[1]).group(1)
-    assert matched == [setup_pin], "the image and setup.sh must install the same torch"
+    setup_pins = re.findall(r'"(torch(?:vision)?==[^"]+)"', setup_sh_installs()[1])
+    assert matched == setup_pins, "the image and setup.sh must install the same torch and torchvision"
     # 2. the project, non-editable, without [dev], under the same constraints file.
     args = shlex.split(project_step.split("&&")[0])
     assert args[:2] == ["pip", "install"] and "-c" in args and args[args.index("-c") + 1] == "constraints.txt"

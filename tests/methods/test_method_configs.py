@@ -18,7 +18,7 @@ from rrn_core.methods.table import METHODS, method_class
 from rrn_core.config_sections import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_MODEL = {"backbone": "resnet18", "base_width": 4, "deep_stem": False, "aspp_channels": 8,
+TINY_MODEL = {"backbone": "resnet18d", "base_width": 4, "aspp_channels": 8,
               "low_level_channels": 4, "head_channels": 8}
 
 

@@ -25,7 +25,7 @@ def tiny_config(method: str, **method_fields) -> RunConfig:
                "discriminator": {"regions_per_side": 2, "base_channels": 8}, **method_fields}
     tree = {
         "data": {"root": "unused", "num_classes": NUM_CLASSES, "crop_size": CROP},
-        "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
+        "model": {"backbone": "resnet18d", "base_width": 8,
                   "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
         "method": {k: v for k, v in section.items()
                    if k in method_class(method).config_model.model_fields},

@@ -1,4 +1,4 @@
-"""DeepLabV3+ segmenter: output = input size for odd sizes, batch 1, parameter groups."""
+"""Segmenters: output = input size for odd sizes (DeepLabV3+ and DPT), batch 1, parameter groups."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import torch
 from rrn_core.models import build_segmenter
 from rrn_core.config_sections import ModelConfig
 
-TINY = dict(backbone="resnet18", base_width=8, aspp_channels=16, low_level_channels=8, head_channels=16)
+TINY = dict(backbone="resnet18d", base_width=8, aspp_channels=16, low_level_channels=8, head_channels=16)
 
 
 @pytest.mark.parametrize("size", [(65, 97), (64, 64), (33, 50)])
 @pytest.mark.parametrize("output_stride", [8, 16])
-@pytest.mark.parametrize("deep_stem", [True, False])
-def test_logits_have_input_size(size: tuple[int, int], output_stride: int, deep_stem: bool) -> None:
-    model = build_segmenter(ModelConfig(**TINY, output_stride=output_stride, deep_stem=deep_stem), 5)
+@pytest.mark.parametrize("backbone", ["resnet18d", "resnet18"])
+def test_logits_have_input_size(size: tuple[int, int], output_stride: int, backbone: str) -> None:
+    model = build_segmenter(ModelConfig(**{**TINY, "backbone": backbone}, output_stride=output_stride), 5)
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, *size))
@@ -71,8 +71,28 @@ def test_head_widths_follow_config() -> None:
 
 
 def test_resnet50_segmenter_forward_tiny_input() -> None:
-    model = build_segmenter(ModelConfig(backbone="resnet50", base_width=8, aspp_channels=16,
+    model = build_segmenter(ModelConfig(backbone="resnet50c", base_width=8, aspp_channels=16,
                                         low_level_channels=8, head_channels=16), 21).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 49, 35))
     assert tuple(out.shape) == (1, 21, 49, 35)
+
+
+def test_convnext_segmenter_reads_its_stride_4_map() -> None:
+    model = build_segmenter(ModelConfig(backbone="convnext_atto", aspp_channels=8, low_level_channels=8,
+                                        head_channels=8), 3).eval()
+    assert model.head.low_index == 0 and model.head.reduce[0].in_channels == 40
+    with torch.no_grad():
+        assert tuple(model(torch.randn(1, 3, 45, 61)).shape) == (1, 3, 45, 61)
+
+
+def test_vit_segmenter_pads_to_its_patch_and_crops_back() -> None:
+    model = build_segmenter(ModelConfig(backbone="vit_small_patch14_dinov2"), 4).eval()
+    assert model.pad_to == 14 and type(model.head).__name__ == "DPTHead"
+    with torch.no_grad():
+        odd = torch.randn(1, 3, 30, 43)
+        out = model(odd)
+        assert tuple(out.shape) == (1, 4, 30, 43)
+        # the padded area only adds zeros on the bottom/right: same logits as an explicit pad
+        padded = torch.nn.functional.pad(odd, (0, 56 - 43, 0, 42 - 30))
+        assert torch.allclose(model(padded)[..., :30, :43], out, atol=1e-5)

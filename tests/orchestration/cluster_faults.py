@@ -30,7 +30,7 @@ def base_config(data_root: Path) -> dict[str, Any]:
         "name": "tiny",
         "data": {"root": str(data_root), "num_classes": 4, "label_ratio": 0.25, "crop_size": 32,
                  "batch_size": 2, "unlabeled_batch_size": 2, "num_workers": 0},
-        "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
+        "model": {"backbone": "resnet18d", "base_width": 8,
                   "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
         "method": {"name": "supervised"},
         "optim": {"iters": ITERS},

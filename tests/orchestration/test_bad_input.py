@@ -53,7 +53,7 @@ GOOD_CONFIG: dict[str, Any] = {
     "name": "tiny",
     "data": {"root": "data", "num_classes": 4, "label_ratio": 0.5, "crop_size": 32,
              "batch_size": 2, "unlabeled_batch_size": 2},
-    "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
+    "model": {"backbone": "resnet18d", "base_width": 8,
               "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
     "method": {"name": "cps"},
     "optim": {"iters": 2},
@@ -246,6 +246,7 @@ class Row:
     cuda_free: bool = False      # only meaningful on a machine without CUDA
     extra_names: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)    # never echoed (a secret given as input)
+    env: dict[str, str] = field(default_factory=dict)  # set for the command ({case} filled in)
 
 
 def argv(*args: Any, names: list[str]) -> Setup:
@@ -408,6 +409,12 @@ ROWS: list[Row] = [
     Row("train-pretrained-missing", argv("train", "{cfg}", "--no-track", "--set",
                                          "model.pretrained={case}/r18.pth",
                                          names=["cfg.yaml", "model.pretrained", "r18.pth"])),
+    # named weights, offline, nothing cached: how to pre-fetch, before anything is written
+    Row("train-pretrained-offline", argv("train", "{cfg}", "--no-track", "--set", "model.base_width=null",
+                                         "--set", "model.pretrained=imagenet",
+                                         names=["cfg.yaml", "model.pretrained", "not in the cache",
+                                                "{case}/hf/hub", "rrn weights fetch resnet18d"]),
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": "{case}/hf"}),
     Row("train-ratio-1-cps", train_on(_cfg_with(data={"label_ratio": 1.0}), ["method.name", "unlabeled"])),
     Row("train-label-count-too-big", train_on(_cfg_with(data={"label_ratio": None, "label_count": 99}),
                                               ["data.label_count"])),
@@ -556,6 +563,8 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
     monkeypatch.chdir(world.root)
     case = world.case_dir(row.id)
     args, names = row.setup(world, case)
+    for name, value in row.env.items():
+        monkeypatch.setenv(name, value.format(case=case))
 
     before = snapshot(world.root)
     jobs_before = cluster_jobs(world.dashboard) if row.ray else []

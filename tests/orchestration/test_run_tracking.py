@@ -23,7 +23,7 @@ def tiny(tmp_path_factory):
     cfg = build_config({
         "data": {"root": str(root / "data"), "num_classes": 4, "label_ratio": 0.25,
                  "crop_size": 32, "batch_size": 2, "unlabeled_batch_size": 2},
-        "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
+        "model": {"backbone": "resnet18d", "base_width": 8,
                   "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
         "method": {"name": "cps"}, "optim": {"iters": 4},
         "eval": {"every": 2, "overlays": 1},

@@ -52,7 +52,7 @@ def base_config(data_root: Path, **data: Any) -> dict[str, Any]:
         "name": "tiny",
         "data": {"root": str(data_root), "num_classes": 4, "label_ratio": 0.25, "crop_size": 32,
                  "batch_size": 2, "unlabeled_batch_size": 2, **data},
-        "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
+        "model": {"backbone": "resnet18d", "base_width": 8,
                   "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
         "optim": {"iters": 4},
         "eval": {"every": 2, "overlays": 1},
@@ -454,6 +454,32 @@ def test_two_worker_trial_runs_ddp_through_torchtrainer(tmp_path: Path, synth: P
     _, (child,) = mlflow_runs(tmp_path, "ddp")
     assert child.info.status == "FINISHED"
     assert child.data.tags["rrn.execution"] == "trainer"
+
+
+def test_backbone_on_the_grid_runs_and_the_report_groups_by_it(tmp_path: Path, synth: Path,
+                                                              ray_session: None) -> None:
+    """A ConvNet and DINOv2 on one grid (UniMatch V2's comparison): both train, each run is
+    tagged with its backbone and weights, and the report keeps one arm per backbone."""
+    from orchestration.report import best_trials, label_efficiency_data, summarize_run
+
+    base = base_config(synth, crop_size=28)
+    base["model"] = {"aspp_channels": 8, "low_level_channels": 8, "head_channels": 8, "dpt_features": 8}
+    path = write_space(tmp_path, "bb", synth, base=base,
+                       grid={"model.backbone": ["resnet18d", "vit_small_patch14_dinov2"],
+                             "method.name": ["supervised"]})
+    outcome = run_sweep(path, SweepOptions(), say=lambda m: None)
+    assert outcome.status == "FINISHED", [t.error for t in outcome.trials]
+    assert sorted(t.grid["model.backbone"] for t in outcome.trials) == ["resnet18d", "vit_small_patch14_dinov2"]
+    parent, children = mlflow_runs(tmp_path, "bb")
+    for child in children:
+        tags = child.data.tags
+        assert tags["rrn.backbone"] == child.data.params["model.backbone"]
+        assert tags["rrn.weights"] == "none" and tags["rrn.weights_sha256"] == ""
+    df = summarize_run(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), parent)
+    arms = ["supervised on resnet18d", "supervised on vit_small_patch14_dinov2"]
+    assert sorted(df["method"]) == arms
+    assert sorted(best_trials(df)["method"]) == arms
+    assert sorted(label_efficiency_data(df)["method"]) == arms
 
 
 def test_asha_stopped_trials_are_pruned_not_complete(tmp_path: Path, synth: Path,

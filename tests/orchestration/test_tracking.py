@@ -139,7 +139,8 @@ def test_parent_children_params_metrics_and_artifacts(tmp_path, store, client):
     assert tags[TAG_CHECKPOINT] == "/ckpt/trial_0001/checkpoints"
     assert params["method.w_select"] == "0.5"
     assert params["data.crop_size"] == "48"
-    assert params["model.backbone"] == "resnet50"
+    assert params["model.backbone"] == "resnet50c"      # the default: ResNet-50 with the paper's deep stem
+    assert (tags["rrn.backbone"], tags["rrn.weights"], tags["rrn.weights_sha256"]) == ("resnet50c", "none", "")
     assert params["method.discriminator.lr"] == "0.0001"   # rrn's critic is rrn's to log
     assert len(params) > 50  # the whole flattened config an rrn run uses, not a hand-picked subset
     assert not any(k.startswith("runtime.output_dir") for k in params)
@@ -254,7 +255,7 @@ def test_real_training_loop_feeds_the_child_run(tmp_path, store, client):
     cfg = build_config({
         "data": {"root": str(tmp_path / "data"), "num_classes": 4, "label_ratio": 0.25,
                  "crop_size": 32, "batch_size": 2, "unlabeled_batch_size": 2},
-        "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False,
+        "model": {"backbone": "resnet18d", "base_width": 8,
                   "aspp_channels": 16, "low_level_channels": 8, "head_channels": 16},
         "method": {"name": "cps"}, "optim": {"iters": 4},
         "eval": {"every": 2, "overlays": 1},
