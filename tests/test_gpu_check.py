@@ -108,7 +108,7 @@ tmp = Path(tempfile.mkdtemp())
 root = generate_synthetic(tmp / "data", num_classes=3, num_train=8, num_val=2, size=32)
 tree = {"data": {"root": str(root), "num_classes": 3, "label_ratio": 0.5, "crop_size": 32,
                  "batch_size": 2, "unlabeled_batch_size": 2},
-        "model": {"backbone": "resnet18", "base_width": 8, "deep_stem": False, "aspp_channels": 16,
+        "model": {"backbone": "resnet18d", "base_width": 8, "aspp_channels": 16,
                   "low_level_channels": 8, "head_channels": 16},
         "method": {"name": "rrn", "warmup_epochs": 0.1,
                    "discriminator": {"regions_per_side": 2, "base_channels": 8}},
