@@ -9,7 +9,10 @@ consumer alike, so a key can never be renamed on one side only.
 
 from __future__ import annotations
 
-from rrn_core.constants import METHOD_NAME_KEY, TRAIN_PREFIX, VAL_PREFIX  # re-exported (owned low: the loop and evaluation use them)
+from rrn_core.constants import (BUDGET_EPOCHS_LABELED, BUDGET_EPOCHS_UNLABELED, BUDGET_ITERS,  # re-exported
+                                BUDGET_STATED_AS, COMPUTE_DEVICE_SECONDS, COMPUTE_IMAGES_BWD,
+                                COMPUTE_IMAGES_FWD, COMPUTE_TFLOP, LABELED_IMAGES, METHOD_NAME_KEY,
+                                TRAIN_PREFIX, UNLABELED_IMAGES, VAL_PREFIX)
 
 # --- MLflow's own tags (read by its UI)
 TAG_PARENT = "mlflow.parentRunId"
@@ -66,6 +69,11 @@ TAG_RESUMED = "rrn.resumed"
 #: "false" otherwise; the steps of every collapsed evaluation go in TAG_COLLAPSED_AT.
 TAG_COLLAPSED = "rrn.collapsed"
 TAG_COLLAPSED_AT = "rrn.collapsed_at"
+#: "true" | "false" | "unknown": whether the run's metric was still rising at its end
+#: (rrn_core/convergence.py, against the run's own evaluation noise; `rrn report`
+#: judges again against the trial's siblings); the rule's one line in TAG_CONVERGENCE.
+TAG_STILL_IMPROVING = "rrn.still_improving"
+TAG_CONVERGENCE = "rrn.convergence"
 
 # --- a single `rrn train` run
 #: A hash of the run's output folder, to find its MLflow run again when it resumes.

@@ -218,6 +218,9 @@ def _scheduler_errors(space: SweepSpace, cfg: RunConfig) -> list[str]:
     sch = space.scheduler
     if sch.type != "asha":
         return []
+    if cfg.optim.iters is None:
+        return ["scheduler: ASHA counts a trial's evaluations, which an epoch budget (optim.epochs) "
+                "fixes only once the split is drawn: give optim.iters, or scheduler.type none"]
     evals = _evaluations(cfg)
     if sch.grace_period >= evals:
         return [f"scheduler.grace_period: {sch.grace_period} evaluations but a trial has only {evals} "

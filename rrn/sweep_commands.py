@@ -109,6 +109,9 @@ def _print_outcome(outcome: Any) -> None:
         from orchestration.report.formats import collapse_note
 
         out.print(f"[red]{collapsed} trial(s) {escape(collapse_note())}[/]")
+    for index, line in enumerate(outcome.evidence):
+        style = "bold red" if line.startswith("BUDGET TOO SMALL") else "bold" if index == 0 else ""
+        out.print(f"[{style}]{escape(line)}[/]" if style else escape(line), highlight=False)
     out.print(f"results  {outcome.experiment_path}")
     if outcome.parent_run_id:
         out.print(f"MLflow   parent run {outcome.parent_run_id}: `rrn ui {outcome.name}` to browse, "

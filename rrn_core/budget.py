@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 
 from rrn_core.config_sections import ConfigError, OptimConfig
+from rrn_core.constants import (BUDGET_EPOCHS_LABELED, BUDGET_EPOCHS_UNLABELED, BUDGET_ITERS, BUDGET_STATED_AS,
+                                LABELED_IMAGES, UNLABELED_IMAGES)
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,11 @@ class Budget:
     stated_as: str                 # "iters" | "epochs over labeled" | "epochs over unlabeled"
 
     def as_params(self) -> dict[str, str | int | float | None]:
-        return {"budget/iters": self.iters, "budget/stated_as": self.stated_as,
-                "budget/epochs_labeled": round(self.epochs_labeled, 3),
-                "budget/epochs_unlabeled": (None if self.epochs_unlabeled is None
-                                            else round(self.epochs_unlabeled, 3)),
-                "data/labeled_images": self.labeled_images,
-                "data/unlabeled_images": self.unlabeled_images}
+        return {BUDGET_ITERS: self.iters, BUDGET_STATED_AS: self.stated_as,
+                BUDGET_EPOCHS_LABELED: round(self.epochs_labeled, 3),
+                BUDGET_EPOCHS_UNLABELED: (None if self.epochs_unlabeled is None
+                                          else round(self.epochs_unlabeled, 3)),
+                LABELED_IMAGES: self.labeled_images, UNLABELED_IMAGES: self.unlabeled_images}
 
 
 def resolve_budget(optim: OptimConfig, labeled_images: int, unlabeled_images: int,

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from rrn_core.constants import COMPUTE_DEVICE_SECONDS, COMPUTE_IMAGES_BWD, COMPUTE_IMAGES_FWD, COMPUTE_TFLOP
+
 BACKWARD_FLOPS_PER_FORWARD = 2.0
 
 
@@ -97,16 +99,16 @@ class ComputeMeter:
     def totals(self) -> dict[str, float]:
         """Cumulative totals over all ranks, as `compute/...` metrics."""
         w = self.world_size
-        out: dict[str, float] = {"compute/device_seconds": self.seconds * w}
+        out: dict[str, float] = {COMPUTE_DEVICE_SECONDS: self.seconds * w}
         flops = 0.0
         for name in self.networks:
             fwd, bwd = self.forward[name] * w, self.backward[name] * w
-            out[f"compute/images_fwd/{name}"] = float(fwd)
-            out[f"compute/images_bwd/{name}"] = float(bwd)
+            out[f"{COMPUTE_IMAGES_FWD}/{name}"] = float(fwd)
+            out[f"{COMPUTE_IMAGES_BWD}/{name}"] = float(bwd)
             flops += self.flops_per_image.get(name, 0.0) * (fwd + BACKWARD_FLOPS_PER_FORWARD * bwd)
-        out["compute/images_fwd"] = float(sum(self.forward.values()) * w)
-        out["compute/images_bwd"] = float(sum(self.backward.values()) * w)
-        out["compute/tflop"] = flops / 1e12
+        out[COMPUTE_IMAGES_FWD] = float(sum(self.forward.values()) * w)
+        out[COMPUTE_IMAGES_BWD] = float(sum(self.backward.values()) * w)
+        out[COMPUTE_TFLOP] = flops / 1e12
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -18,3 +18,16 @@ VAL_PREFIX = "val/"
 
 #: The dotted key of the method's name: the config field a grid over methods sets.
 METHOD_NAME_KEY = "method.name"
+
+#: What a run spent (rrn_core/compute.py): cumulative totals logged with the training
+#: scalars; and what its budget resolved to (rrn_core/budget.py), logged once as params.
+COMPUTE_TFLOP = "compute/tflop"
+COMPUTE_DEVICE_SECONDS = "compute/device_seconds"
+COMPUTE_IMAGES_FWD = "compute/images_fwd"
+COMPUTE_IMAGES_BWD = "compute/images_bwd"
+BUDGET_ITERS = "budget/iters"
+BUDGET_STATED_AS = "budget/stated_as"
+BUDGET_EPOCHS_LABELED = "budget/epochs_labeled"
+BUDGET_EPOCHS_UNLABELED = "budget/epochs_unlabeled"
+LABELED_IMAGES = "data/labeled_images"
+UNLABELED_IMAGES = "data/unlabeled_images"

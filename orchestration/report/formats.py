@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestration.display_names import axis_text, distinct_digits, short_key, value_text
-from orchestration.report.table import IOU_COLUMN_PREFIX, label_efficiency_data
+from orchestration.report.table import INTERNAL_COLUMNS, IOU_COLUMN_PREFIX, label_efficiency_data
+from orchestration.report.verdicts import evidence_lines, sweep_evidence
 from rrn_core.evaluate import COLLAPSE_SHARE
 
 FORMATS = ("table", "csv", "markdown", "json")
@@ -56,20 +57,33 @@ def amount_text(x: str, value: Any) -> str:
 # --------------------------------------------------------------------------- display frames
 
 
+GROUP_TITLE = ("by method and label amount: final mIoU, mean ± 95 % t half-width over seeds; "
+               "impr.: trials still improving at the end; TFLOP per trial")
+
+
+def _tflop(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:.3g}"
+
+
 def group_display(df: pd.DataFrame) -> pd.DataFrame:
-    """The method x label-amount table as strings: mean ± std, n, best trial."""
+    """The method x label-amount table as strings: mean ± 95 % half-width, n, still
+    improving, compute per trial, best trial."""
     data = label_efficiency_data(df)
     x = data.attrs["x"]
     rows = []
     for _, r in data.iterrows():
         amount = amount_text(x, r["x"])
-        spread = f" ± {r['std']:.3f}" if r["n"] > 1 else ""
+        spread = f" ± {r['ci']:.3f}" if r["n"] > 1 else " (1 seed)"
         flag = f" ({r['collapsed']}/{r['trials']} collapsed)" if r["collapsed"] else ""
+        if r["selected"] > 1:
+            flag += f" (picked of {r['selected']} on val)"
         # the row already says method and amount: the best trial's name without them
         said = {str(r["method"]), axis_text(amount_key(x), r["x"])}
         rest = " ".join(t for t in str(r["best_run_name"]).split() if t not in said)
         rows.append({"method": r["method"], "ratio" if x == "label_ratio" else "labeled": amount,
                      "mIoU": f"{r['mean']:.3f}{spread}", "n": str(r["n"]),
+                     "impr.": "IMPROVING " + f"{r['improving']}/{r['n']}" if r["improving"] else "0",
+                     "TFLOP": _tflop(r["tflop"]),
                      "best trial": f"{rest} ({r['best']:.3f}){flag}".strip()})
     return pd.DataFrame(rows)
 
@@ -129,7 +143,8 @@ def trial_display(df: pd.DataFrame, wide: bool = False) -> pd.DataFrame:
         if show_final:
             out["final"] = _num(row["miou_final"])
         out["evals"] = _num(row["evals"])
-        out["status"] = _status(row)
+        out["status"] = _status(row) + (", IMPROVING" if row.get("still_improving") is True else "") \
+            + (", SWINGING" if row.get("swinging") is True else "")
         rows.append(out)
     frame = pd.DataFrame(rows)
     frame.attrs["id_prefix"] = prefix
@@ -152,7 +167,8 @@ def rich_table(frame: pd.DataFrame, title: str) -> Any:
         table.add_column(str(column), justify="right" if numeric else "left", overflow="fold",
                          min_width=min(widest, 24))
     for row in frame.itertuples(index=False):
-        style = "red" if any("COLLAPSED" in str(v) or "collapsed)" in str(v) for v in row) else None
+        style = "red" if any("COLLAPSED" in str(v) or "collapsed)" in str(v) for v in row) else \
+            "yellow" if any("IMPROVING" in str(v) or "SWINGING" in str(v) for v in row) else None
         table.add_row(*(str(v) for v in row), style=style)
     return table
 
@@ -165,12 +181,17 @@ def print_report(console: Any, df: pd.DataFrame, title: str) -> None:
         return
     groups = group_display(df)
     if not groups.empty:
-        console.print(rich_table(groups, "by method and label amount (best trial per seed)"))
+        console.print(rich_table(groups, GROUP_TITLE))
     trials = trial_display(df)
     prefix = trials.attrs.get("id_prefix")
     console.print(rich_table(trials, "trials" + (f" (ids {prefix}...)" if prefix else "")))
     if df["collapsed"].any():
         console.print(f"[red]{int(df['collapsed'].sum())} trial(s) {escape(collapse_note())}[/]")
+    evidence = sweep_evidence(df)
+    style = "bold red" if evidence.convergence["budget_too_small"] else "bold"
+    console.print(f"[{style}]{escape(evidence.convergence['line'])}[/]")
+    for line in evidence.lines()[1:]:
+        console.print(escape(line), highlight=False)
 
 
 # --------------------------------------------------------------------------- files
@@ -179,7 +200,7 @@ def print_report(console: Any, df: pd.DataFrame, title: str) -> None:
 def export_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The summary frame for files: without an all-empty label amount column."""
     drop = [c for c in ("label_ratio", "label_count") if c in df and df[c].isna().all()
-            and len(df)]
+            and len(df)] + [c for c in INTERNAL_COLUMNS if c in df]
     return df.drop(columns=drop)
 
 
@@ -212,7 +233,8 @@ def report_markdown(df: pd.DataFrame, title: str) -> str:
         return parts[0] + "\nno trials logged yet\n"
     groups = group_display(df)
     if not groups.empty:
-        parts += ["## By method and label amount (best trial per seed)\n", to_markdown(groups)]
+        parts += [f"## {GROUP_TITLE[0].upper()}{GROUP_TITLE[1:]}\n", to_markdown(groups)]
+    parts += ["## Verdicts\n", "\n".join(f"- {line}" for line in evidence_lines(df)) + "\n"]
     parts += ["## Trials\n", to_markdown(trial_display(df, wide=True))]
     if df["collapsed"].any():
         parts.append(f"**{int(df['collapsed'].sum())} trial(s) {collapse_note()}.**\n")
@@ -226,7 +248,8 @@ def to_json(df: pd.DataFrame) -> str:
     groups = json.loads(data.to_json(orient="records")) if not data.empty else []
     doc = {"sweep": df.attrs.get("sweep"), "parent_run_id": df.attrs.get("parent_run_id"),
            "metric": df.attrs.get("metric"), "mode": df.attrs.get("mode"),
-           "amount": data.attrs.get("x"), "groups": groups, "trials": trials,
+           "amount": data.attrs.get("x"), "groups": groups,
+           "evidence": sweep_evidence(df).as_dict() if not df.empty else None, "trials": trials,
            "classes": [c[len(IOU_COLUMN_PREFIX):] for c in df.attrs.get("classes", [])]}
     return json.dumps(doc, indent=2) + "\n"
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from orchestration.display_names import method_color, ratio_text
 from orchestration.report.table import ceiling, class_iou_data, label_efficiency_data
+from orchestration.report.verdicts import method_order, per_seed_values
 
 
 def _tick(value: float, x: str) -> str:
@@ -25,27 +26,38 @@ def _tick(value: float, x: str) -> str:
 
 
 def label_efficiency_figure(df: pd.DataFrame, title: str | None = None) -> Any:
-    """mIoU vs label amount: one line per method (mean, ±std band where n > 1), n at each
-    point, and the supervised-with-all-labels ceiling when the sweep has it."""
+    """mIoU vs label amount, one line per method: the mean of the final evaluation over
+    seeds with its 95 % t interval as error bars, every seed as a dot, n at each point,
+    points with a trial still improving at the end drawn hollow and marked, and the
+    supervised-with-all-labels line when the sweep has it."""
     data = label_efficiency_data(df)
     x = data.attrs["x"]
     sweep = df.attrs.get("sweep")
+    seeds = per_seed_values(df) if not df.empty else {}
     fig = Figure(figsize=(7.2, 4.8), dpi=120)
     ax = fig.subplots()
     if data.empty:
         ax.text(0.5, 0.5, "no evaluated trials yet", ha="center", va="center",
                 transform=ax.transAxes)
     top = ceiling(data)
-    for method, group in data.groupby("method", sort=True):
+    order = method_order(sorted(data["method"].astype(str).unique())) if not data.empty else []
+    for method in order:
+        group = data[data["method"] == method].sort_values("x")
         xs = group["x"].to_numpy(float)
-        mean, std = group["mean"].to_numpy(float), group["std"].to_numpy(float)
-        (line,) = ax.plot(xs, mean, marker="o", label=str(method), color=method_color(str(method)))
-        if (group["n"] > 1).any():
-            ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=line.get_color())
-        for xv, yv, n, bad in zip(xs, mean, group["n"], group["collapsed"]):
-            note = f"n={n}" + (" collapsed" if bad else "")
-            ax.annotate(note, (xv, yv), textcoords="offset points", xytext=(4, 5), fontsize=7,
-                        color="red" if bad else line.get_color())
+        mean = group["mean"].to_numpy(float)
+        ci = np.nan_to_num(group["ci"].to_numpy(float), nan=0.0)
+        color = method_color(method.split(" on ", 1)[0])
+        (line,) = ax.plot(xs, mean, label=str(method), color=color)
+        ax.errorbar(xs, mean, yerr=ci, fmt="none", ecolor=color, capsize=4, linewidth=1.2)
+        for xv, yv, n, bad, improving in zip(xs, mean, group["n"], group["collapsed"], group["improving"]):
+            hollow = bool(improving)
+            ax.plot([xv], [yv], marker="o", markersize=7, color=color,
+                    markerfacecolor="white" if hollow else color)
+            dots = list(seeds.get((method, float(xv)), {}).values())
+            ax.scatter([xv] * len(dots), dots, s=12, color=color, alpha=0.55, zorder=3)
+            note = f"n={n}" + (" collapsed" if bad else "") + (" still improving" if improving else "")
+            ax.annotate(note, (xv, yv), textcoords="offset points", xytext=(5, 5), fontsize=7,
+                        color="red" if bad or improving else color)
     if top is not None:
         ax.axhline(float(top["mean"]), linestyle="--", color="0.35",
                    label=f"supervised, all labels (n={int(top['n'])})")
@@ -58,7 +70,8 @@ def label_efficiency_figure(df: pd.DataFrame, title: str | None = None) -> Any:
     ax.set_xlabel("fraction of training images labeled" if x == "label_ratio"
                   else "labeled images")
     many = not data.empty and bool((data["n"] > 1).any())
-    ax.set_ylabel("val mIoU, best trial per seed" + (" (mean ± std over seeds)" if many else ""))
+    ax.set_ylabel("val mIoU, final evaluation\n" + ("(mean, 95 % t interval over seeds; dots: seeds)"
+                                                    if many else "(one seed per point: no interval)"))
     ax.set_title("Label efficiency" + (f" — sweep {sweep}" if sweep else ""))
     ax.grid(True, alpha=0.3)
     if not data.empty:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from scipy import stats
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
@@ -21,9 +22,13 @@ from orchestration.tracking.store import child_runs, find_runs_by_tags, resolve_
 from orchestration.names import (EXPERIMENT_AXES, CLASS_IOU_PREFIX, METRIC_DOMINANT_SHARE, METRIC_MIOU, ROLE_SWEEP,
                                  TAG_CHECKPOINT, TAG_COLLAPSED, TAG_COLLAPSED_AT, TAG_GRID_KEYS,
                                  TAG_LABEL_COUNT, TAG_LABEL_RATIO, TAG_METHOD, TAG_METRIC, TAG_MODE, TAG_ROLE,
-                                 TAG_SEARCH_KEYS, TAG_SEED, TAG_SPLIT_SEED, TAG_SWEEP, TAG_TRIAL_ID)
+                                 TAG_SEARCH_KEYS, TAG_SEED, TAG_SPLIT_SEED, TAG_SWEEP, TAG_TRIAL_ID,
+                                 BUDGET_EPOCHS_LABELED, BUDGET_EPOCHS_UNLABELED, BUDGET_ITERS,
+                                 COMPUTE_DEVICE_SECONDS, COMPUTE_IMAGES_BWD, COMPUTE_IMAGES_FWD,
+                                 COMPUTE_TFLOP, LABELED_IMAGES)
 from orchestration.display_names import axis_text, sanitize_metric_key
 from orchestration.storage.filesystems import redact_text
+from rrn_core.convergence import assess_siblings
 
 MIOU = METRIC_MIOU
 DOMINANT_SHARE = METRIC_DOMINANT_SHARE
@@ -34,9 +39,19 @@ _OWN_COLUMNS = set(EXPERIMENT_AXES)
 BASE_COLUMNS = ["trial_id", "run_name", "method", "label_ratio", "label_count", "seed",
                 "split_seed"]
 RESULT_COLUMNS = ["miou_best", "miou_final", "objective", "best_step", "evals", "last_step",
-                  "dominant_share", "collapsed", "collapsed_at", "status", "run_id", "checkpoint"]
+                  "total_steps", "still_improving", "swinging", "convergence",
+                  "tflop", "device_seconds", "images_fwd", "images_bwd", "labeled_images",
+                  "epochs_labeled", "epochs_unlabeled",
+                  "dominant_share", "collapsed", "collapsed_at", "status", "run_id", "checkpoint",
+                  "eval_history"]
+#: Columns for the trackers' own use, left out of exported files.
+INTERNAL_COLUMNS = ["eval_history"]
+#: Per trial: the metric every comparison uses (the final evaluation: the best one is
+#: chosen on the validation set it is reported on, an optimistic pick).
+COMPARED = "miou_final"
 #: Whole-number columns: nullable integers, so the CSV says `0`, not `0.0`.
-INT_COLUMNS = ["label_count", "seed", "split_seed", "best_step", "evals", "last_step"]
+INT_COLUMNS = ["label_count", "seed", "split_seed", "best_step", "evals", "last_step", "total_steps",
+               "labeled_images"]
 
 
 class SweepNotFound(LookupError):
@@ -134,6 +149,15 @@ def summarize_run(client: MlflowClient, parent: Run) -> pd.DataFrame:
             "best_step": best_at,
             "evals": len(miou),
             "last_step": miou_points[-1][0] if miou_points else math.nan,
+            "total_steps": _number(run.data.params.get(BUDGET_ITERS, run.data.params.get("optim.iters"))),
+            "tflop": run.data.metrics.get(COMPUTE_TFLOP, math.nan),
+            "device_seconds": run.data.metrics.get(COMPUTE_DEVICE_SECONDS, math.nan),
+            "images_fwd": run.data.metrics.get(COMPUTE_IMAGES_FWD, math.nan),
+            "images_bwd": run.data.metrics.get(COMPUTE_IMAGES_BWD, math.nan),
+            "labeled_images": _number(run.data.params.get(LABELED_IMAGES)),
+            "epochs_labeled": _number(run.data.params.get(BUDGET_EPOCHS_LABELED)),
+            "epochs_unlabeled": _number(run.data.params.get(BUDGET_EPOCHS_UNLABELED)),
+            "eval_history": json.dumps(miou_points),
             "dominant_share": run.data.metrics.get(DOMINANT_SHARE, math.nan),
             "collapsed": tags.get(TAG_COLLAPSED) == "true",
             "collapsed_at": tags.get(TAG_COLLAPSED_AT, ""),
@@ -156,9 +180,28 @@ def summarize_run(client: MlflowClient, parent: Run) -> pd.DataFrame:
                     parent_run_id=parent.info.run_id, classes=classes)
     if df.empty:
         return df
-    df = label_by_backbone(df)
+    df = judge_convergence(label_by_backbone(df))
     return df.sort_values(["method", "label_ratio", "label_count", "seed", "trial_id"],
                           na_position="last", kind="stable").reset_index(drop=True)
+
+
+def judge_convergence(df: pd.DataFrame) -> pd.DataFrame:
+    """`still_improving`, `swinging` and the rule's line per trial (rrn_core/convergence.py),
+    each trial judged against the noise of its siblings: the other seeds of its method,
+    label amount and searched values."""
+    df = df.copy()
+    keys = ["method", "label_ratio", "label_count"] + [p for p in df.attrs.get("params", []) if p in df]
+    improving, swinging, rules = {}, {}, {}
+    for _, group in df.groupby(keys, dropna=False, sort=False):
+        runs = [(json.loads(h), int(t) if not pd.isna(t) else int(last) if not pd.isna(last) else 0)
+                for h, t, last in zip(group["eval_history"], group["total_steps"], group["last_step"])]
+        for index, verdict in zip(group.index, assess_siblings(runs)):
+            improving[index], swinging[index], rules[index] = (verdict.still_improving, verdict.swinging,
+                                                               verdict.rule)
+    df["still_improving"] = pd.Series(improving, dtype="boolean")
+    df["swinging"] = pd.Series(swinging, dtype="boolean")
+    df["convergence"] = pd.Series(rules, dtype="object")
+    return df
 
 
 _GROUP = ["method", "label_ratio", "label_count"]
@@ -198,22 +241,40 @@ def amount_column(df: pd.DataFrame) -> str:
         else "label_count"
 
 
-GROUP_COLUMNS = ["method", "x", "mean", "std", "n", "best", "best_trial", "best_run_name",
-                 "best_run_id", "collapsed", "trials"]
+GROUP_COLUMNS = ["method", "x", "mean", "std", "ci", "n", "improving", "swinging", "tflop",
+                 "device_seconds", "epochs_labeled", "epochs_unlabeled", "best", "best_trial",
+                 "best_run_name", "best_run_id", "collapsed", "trials", "selected"]
+
+
+def _count(group: pd.DataFrame, column: str) -> int:
+    """Trials flagged in `column` (a frame from elsewhere may lack the flag: none)."""
+    return int(group[column].fillna(False).astype(bool).sum()) if column in group else 0
+
+
+def _mean(group: pd.DataFrame, column: str) -> float:
+    return float(pd.to_numeric(group[column], errors="coerce").mean()) if column in group else math.nan
 
 
 def label_efficiency_data(df: pd.DataFrame, mode: str | None = None) -> pd.DataFrame:
     """One row per (method, label amount): the method x label-ratio table and plot points.
 
     Within each (method, amount, seed) the Optuna samples compete and only the best
-    (by the sweep's objective) counts; the seeds then give the mean, the spread
-    (sample std, 0 for one seed) and n. `best*` name the best of those trials,
+    (by the sweep's objective) counts (`selected`: how many competed, so the table can
+    say that the pick was made on the validation set it reports); the seeds then give
+    the mean of the final evaluation (COMPARED), the spread (sample std, 0 for one
+    seed), the 95 % t half-width `ci` (NaN for one seed) and n; `improving`/`swinging`
+    count trials still rising at the end / swinging against their siblings, `tflop`,
+    `device_seconds` and the epochs are means per trial. `best*` name the best trial,
     `collapsed` counts the group's trials whose last evaluation predicted one class,
     `trials` all of the group's evaluated trials. `attrs["x"]` names the x column.
     """
     mode = mode or df.attrs.get("mode", "max")
     x = amount_column(df)
-    done = df[df["objective"].notna() & df[x].notna() & df["miou_best"].notna()]
+    if df.empty:
+        out = pd.DataFrame(columns=GROUP_COLUMNS)
+        out.attrs["x"] = x
+        return out
+    done = df[df["objective"].notna() & df[x].notna() & df[COMPARED].notna()]
     if done.empty:
         out = pd.DataFrame(columns=GROUP_COLUMNS)
         out.attrs["x"] = x
@@ -225,10 +286,17 @@ def label_efficiency_data(df: pd.DataFrame, mode: str | None = None) -> pd.DataF
     for (method, amount), group in best.groupby(["method", x], sort=True):
         top = group.loc[_best_index(group["objective"], mode)]
         every = done[(done["method"] == method) & (done[x] == amount)]
-        values = group["miou_best"].astype(float)
+        values = group[COMPARED].astype(float)
+        n = int(len(values))
         rows.append({
             "method": method, "x": amount, "mean": float(values.mean()),
-            "std": float(values.std()) if len(values) > 1 else 0.0, "n": int(len(values)),
+            "std": float(values.std()) if n > 1 else 0.0,
+            "ci": float(stats.t.ppf(0.975, n - 1) * values.std() / math.sqrt(n)) if n > 1 else math.nan,
+            "n": n, "improving": _count(group, "still_improving"), "swinging": _count(group, "swinging"),
+            "tflop": _mean(group, "tflop"), "device_seconds": _mean(group, "device_seconds"),
+            "epochs_labeled": _mean(group, "epochs_labeled"),
+            "epochs_unlabeled": _mean(group, "epochs_unlabeled"),
+            "selected": int(len(every)) // max(1, n),
             "best": float(top["miou_best"]), "best_trial": top["trial_id"],
             "best_run_name": top["run_name"], "best_run_id": top["run_id"],
             "collapsed": int(every["collapsed"].sum()), "trials": int(len(every)),

@@ -73,6 +73,7 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
     status = "FAILED"
     progress: SweepProgress | None = None
     watchdog = PlacementWatchdog(timeout)
+    outcome: SweepOutcome | None = None
     try:
         parent = tracker.start(prepared.resolved, git_commit=_git_label(), dataset_hash=dataset_hash,
                                split_hashes=split_hashes, resume=options.resume)
@@ -113,7 +114,9 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
             progress.close()  # the live status line must not outlive the sweep (Ctrl-C)
         try:
             if tracker.parent_run_id is not None:
-                tracker.log_summary()
+                lines = tracker.log_summary()
+                if outcome is not None:
+                    outcome.evidence = lines
         except Exception as err:  # noqa: BLE001 - a summary must not mask the sweep's own error
             log.warning("could not log the sweep summary: %s", err)
         finally:

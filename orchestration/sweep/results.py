@@ -69,6 +69,7 @@ class SweepOutcome:
     studies: list[list[tuple[str, float | None, dict[str, Any]]]]  # per point: (state, value, params)
     split_hashes: dict[str, str]
     status: str                          # FINISHED | FAILED | KILLED
+    evidence: list[str] = field(default_factory=list)  # the report's verdict lines (report/verdicts.py)
 
     @property
     def failed(self) -> list[TrialOutcome]:

@@ -174,7 +174,7 @@ def _train_reporting(cfg: RunConfig, *, trial_id: str, is_main: bool, tracking: 
             tracker = tracking.open(run_cfg)
             _tag_node(tracker)
         hooks = ReportHooks(report, checkpoint_from_dir, is_main=is_main,
-                            total_steps=run_cfg.optim.iters, tracker=tracker,
+                            total_steps=run_cfg.optim.iters or 0, tracker=tracker,  # an epoch budget: set by on_start
                             latest_checkpoint=latest_checkpoint, storage_scheme=storage_scheme)
         train(run_cfg, hooks, resume_from=resume_from, device=device)
         status = "FINISHED"

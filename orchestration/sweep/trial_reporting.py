@@ -16,7 +16,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from orchestration.names import (FULLY_TRAINED, RESULT_COLLAPSED, STEP_KEY, TAG_CHECKPOINT, TOTAL_STEPS_KEY,
+from orchestration.names import (BUDGET_ITERS, FULLY_TRAINED, RESULT_COLLAPSED, STEP_KEY, TAG_CHECKPOINT, TOTAL_STEPS_KEY,
                                  VAL_PREFIX, WORLD_SIZE_KEY)
 from rrn_core.loop import TrainHooks
 
@@ -47,6 +47,12 @@ class ReportHooks(TrainHooks):
         self._scheme = storage_scheme
         self._train: dict[str, float] = {}
         self.final_reported = False   # the run's last evaluation reached Ray
+
+    def on_start(self, facts: dict[str, Any]) -> None:
+        """The loop resolved the budget (an epoch budget is known only now)."""
+        self._total = int(facts[BUDGET_ITERS])
+        if self._tracker is not None:
+            self._tracker.on_start(facts)
 
     def on_log(self, step: int, scalars: dict[str, float]) -> None:
         self._train = dict(scalars)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestration.names import METRIC_MIOU
+from orchestration.report.verdicts import sweep_evidence
 from orchestration.report.formats import collapse_note, group_display, report_markdown, to_csv, trial_display
 from orchestration.report.plots import class_iou_plot, label_efficiency_plot
 
@@ -59,7 +60,8 @@ def summary_html(df: pd.DataFrame, figures: dict[str, Path]) -> str:
     metric, mode = df.attrs.get("metric", METRIC_MIOU), df.attrs.get("mode", "max")
     parts = [f"<h1>Sweep {html.escape(str(sweep))}</h1>",
              f"<p class=\"meta\">{len(df)} trial(s); objective {html.escape(metric)} ({mode}); "
-             "mIoU is the best evaluation of each trial, the best trial per seed counts.</p>"]
+             "mIoU is the final evaluation of each trial (the best trial per seed counts), "
+             "mean ± 95 % t half-width over seeds.</p>"]
     if df.empty:
         parts.append("<p>No trials logged yet.</p>")
     else:
@@ -69,6 +71,11 @@ def summary_html(df: pd.DataFrame, figures: dict[str, Path]) -> str:
         groups = group_display(df)
         if not groups.empty:
             parts += ["<h2>By method and label amount</h2>", _html_table(groups)]
+        evidence = sweep_evidence(df)
+        warn = ' class="warn"' if evidence.convergence["budget_too_small"] else ""
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in evidence.lines()[1:])
+        parts += ["<h2>Verdicts</h2>", f"<p{warn}>{html.escape(evidence.convergence['line'])}</p>",
+                  f"<ul>{items}</ul>"]
     for title, key in (("Label efficiency", "png"), ("Per-class IoU", "class_iou")):
         if key in figures and figures[key].is_file():
             parts += [f"<h2>{title}</h2>",

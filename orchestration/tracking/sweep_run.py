@@ -30,7 +30,8 @@ from orchestration.names import (CONFIG_ARTIFACT, METRIC_MIOU, ROLE_SWEEP, TAG_B
                                  TAG_COLLAPSED_COUNT, TAG_DATASET_HASH, TAG_GIT_COMMIT,
                                  TAG_GIT_COMMIT_MLFLOW, TAG_GRID_KEYS, TAG_METRIC, TAG_MODE, TAG_NOTE,
                                  TAG_ROLE, TAG_RUN_COLOR, TAG_SEARCH_KEYS, TAG_SPACE,
-                                 TAG_SPLIT_HASH_PREFIX, TAG_SWEEP, TAG_TRIAL_COUNT)
+                                 TAG_SPLIT_HASH_PREFIX, TAG_STILL_IMPROVING, TAG_SWEEP, TAG_TRIAL_COUNT)
+from orchestration.report.verdicts import sweep_evidence
 from orchestration.report import table as report
 from orchestration.report.formats import collapse_note, group_display, to_markdown
 from orchestration.storage.filesystems import redact, redact_text
@@ -146,8 +147,9 @@ class SweepTracker:
                 self.client.set_terminated(child.info.run_id, child_status)
         self.client.set_terminated(self.parent_run_id, status)
 
-    def log_summary(self) -> None:
-        """Summary table, label-efficiency plot and best config(s) -> the parent run."""
+    def log_summary(self) -> list[str]:
+        """Summary table, label-efficiency plot, verdicts and best config(s) -> the parent
+        run; returns the verdict lines (report/verdicts.py) for the console."""
         if self.parent_run_id is None:
             raise RuntimeError("SweepTracker.log_summary() before start()")
         parent = self.client.get_run(self.parent_run_id)
@@ -157,10 +159,10 @@ class SweepTracker:
             out = Path(tmp)
             for path in write_summary_files(df, out / "summary").values():
                 self.client.log_artifact(self.parent_run_id, str(path), "summary")
-            self._describe(df)
+            lines = self._describe(df)
             best = report.best_trials(df, mode)
             if best.empty:
-                return
+                return lines
             cfg_dir = out / "best_configs"
             cfg_dir.mkdir()
             files: dict[str, Path] = {}
@@ -172,7 +174,7 @@ class SweepTracker:
             self.client.log_artifacts(self.parent_run_id, str(cfg_dir), "summary/best_configs")
             top = report.overall_best(df, mode)
             if top is None or top["run_id"] not in files:
-                return
+                return lines
             best_path = out / "best_config.yaml"
             best_path.write_bytes(files[top["run_id"]].read_bytes())
             self.client.log_artifact(self.parent_run_id, str(best_path), "summary")
@@ -181,19 +183,30 @@ class SweepTracker:
                                    float(top["objective"]))
             set_tags(self.client, self.parent_run_id,
                      {TAG_BEST_TRIAL: top["trial_id"], TAG_BEST_RUN: top["run_id"]})
+        return lines
 
-    def _describe(self, df: pd.DataFrame) -> None:
+    def _describe(self, df: pd.DataFrame) -> list[str]:
         """The method x labels table as the parent run's description (its Overview page)
         and the number of collapsed trials as a tag."""
         groups = group_display(df) if not df.empty else None
-        lines = ["Best trial per seed; open `summary/summary.html` for the plots and all trials."]
+        lines = ["Final evaluation, best trial per seed; open `summary/summary.html` for the plots "
+                 "and all trials, `summary/verdicts.json` for the intervals as data."]
         if groups is not None and not groups.empty:
             lines += ["", to_markdown(groups)]
         collapsed = int(df["collapsed"].sum()) if not df.empty else 0
         if collapsed:
             lines += ["", f"**{collapsed} trial(s) {collapse_note()}.**"]
-        set_tags(self.client, self.parent_run_id,
-                 {TAG_NOTE: "\n".join(lines), TAG_COLLAPSED_COUNT: collapsed})
+        tags: dict[str, Any] = {TAG_COLLAPSED_COUNT: collapsed}
+        verdicts: list[str] = []
+        if not df.empty:
+            evidence = sweep_evidence(df)
+            verdicts = evidence.lines()
+            lines += ["", "**Verdicts**", ""] + [f"- {line}" for line in verdicts]
+            self.client.log_dict(self.parent_run_id, evidence.as_dict(), "summary/verdicts.json")
+            tags[TAG_STILL_IMPROVING] = evidence.convergence["still_improving"]
+        tags[TAG_NOTE] = "\n".join(lines)
+        set_tags(self.client, self.parent_run_id, tags)
+        return verdicts
 
 
 @contextmanager

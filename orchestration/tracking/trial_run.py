@@ -26,7 +26,8 @@ from orchestration.names import (CLASS_IOU_PREFIX, CONFIG_ARTIFACT, ROLE_TRIAL, 
                                  TAG_COLLAPSED, TAG_COLLAPSED_AT, TAG_GRID_KEYS, TAG_LABEL_COUNT,
                                  TAG_LABEL_RATIO, TAG_METHOD, TAG_PARENT, TAG_ROLE, TAG_RUN_COLOR,
                                  TAG_SEARCH_KEYS, TAG_SEED, TAG_SPLIT_SEED, TAG_SWEEP, TAG_TRIAL_ID,
-                                 VAL_PREFIX)
+                                 VAL_PREFIX, BUDGET_ITERS, METRIC_MIOU, TAG_CONVERGENCE,
+                                 TAG_STILL_IMPROVING)
 from orchestration.report import table as report
 from orchestration.storage.filesystems import redact, redact_text
 from orchestration.tracking.mlflow_calls import (tag_value, log_params_once, set_tags, parse_steps,
@@ -36,6 +37,7 @@ from orchestration.tracking.overlays import overlay_figure
 from orchestration.tracking.params import portable_tree, run_params
 from orchestration.tracking.store import find_runs_by_tags, resolve_tracking_uri
 from rrn_core.config import RunConfig
+from rrn_core.convergence import assess
 from rrn_core.loop import TrainHooks
 from rrn_core.visualize import confusion_matrix_figure
 
@@ -80,6 +82,11 @@ class RunLogger(TrainHooks):
         safe_tree = redact(portable_tree(config))
         log_params_once(self.client, run, run_params(config, safe_tree, keep=keep))
         self._collapsed_at = parse_steps(run.data.tags.get(TAG_COLLAPSED_AT, "")) if found else []
+        self._run = run
+        self._total: int | None = None
+        # every evaluation of the run, those before a resume included: the convergence rule reads them all
+        self._evals: dict[int, float] = ({m.step: m.value for m in self.client.get_metric_history(
+            self.run_id, METRIC_MIOU)} if found else {})
         if not found:
             self.client.log_text(self.run_id, yaml.safe_dump(safe_tree, sort_keys=False),
                                  CONFIG_ARTIFACT)
@@ -103,6 +110,11 @@ class RunLogger(TrainHooks):
         for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
 
+    def on_start(self, facts: dict[str, Any]) -> None:
+        """The budget the run resolved to and its split's sizes, as params."""
+        self._total = int(facts[BUDGET_ITERS])
+        log_params_once(self.client, self._run, facts)
+
     def on_log(self, step: int, scalars: dict[str, float]) -> None:
         """Train scalars (`train/loss`, ...) as metrics at `step`, in one request."""
         self._log_metrics(step, {sanitize_key_path(k): v for k, v in scalars.items()})
@@ -118,6 +130,9 @@ class RunLogger(TrainHooks):
                 metrics[key] = float(iou)
         self._log_metrics(step, metrics)
         self._tag_collapse(step, result)
+        self._evals[step] = result.miou
+        if self._total is not None and step >= self._total:
+            self._tag_convergence()
         self._log_eval_images(step, result)
         if checkpoint_dir is not None:
             self.client.set_tag(self.run_id, TAG_CHECKPOINT,
@@ -136,6 +151,13 @@ class RunLogger(TrainHooks):
         if self._collapsed_at:
             tags[TAG_COLLAPSED_AT] = ",".join(str(s) for s in sorted(self._collapsed_at))
         set_tags(self.client, self.run_id, tags)
+
+    def _tag_convergence(self) -> None:
+        """At the last evaluation: was the metric still rising (rrn_core/convergence.py)?"""
+        verdict = assess(sorted(self._evals.items()), int(self._total or 0))
+        flag = {True: "true", False: "false", None: "unknown"}[verdict.still_improving]
+        set_tags(self.client, self.run_id, {TAG_STILL_IMPROVING: flag,
+                                            TAG_CONVERGENCE: tag_value(verdict.rule)})
 
     def _log_eval_images(self, step: int, result: EvalResult) -> None:
         folder = f"eval/step_{step:07d}"

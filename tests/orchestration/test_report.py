@@ -4,6 +4,7 @@ also serves as the HTTP tracking server for the one over-the-wire test."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -193,14 +194,16 @@ def test_summarize_one_row_per_trial(filled):
 
 
 def expected_curves(expected: dict[str, dict]) -> dict[tuple[str, float], list[float]]:
-    """Independent of report.py: best trial per (method, ratio, seed), listed per seed."""
-    best: dict[tuple, float] = defaultdict(lambda: -1.0)
+    """Independent of report.py: per (method, ratio, seed) the trial with the best objective
+    (the best evaluation), and of it the final evaluation (what comparisons use), per seed."""
+    best: dict[tuple, dict] = {}
     for t in expected.values():
         key = (t["method"], t["ratio"], t["seed"])
-        best[key] = max(best[key], t["best"])
+        if key not in best or t["best"] > best[key]["best"]:
+            best[key] = t
     curves: dict[tuple[str, float], list[float]] = defaultdict(list)
-    for (method, ratio, _seed), value in best.items():
-        curves[(method, ratio)].append(value)
+    for (method, ratio, _seed), trial in best.items():
+        curves[(method, ratio)].append(trial["final"])
     return curves
 
 
@@ -337,7 +340,7 @@ def test_report_formats_csv_json_markdown(filled, cli_app, tmp_path):
     res = runner.invoke(cli_app, [*args, "--format", "markdown"])
     assert res.exit_code == 0, res.output
     assert "## By method and label amount" in res.stdout and "## Trials" in res.stdout
-    assert "| method | ratio | mIoU | n | best trial |" in res.stdout
+    assert "| method | ratio | mIoU | n | impr. | TFLOP | best trial |" in res.stdout
 
     res = runner.invoke(cli_app, [*args, "--format", "yaml"])
     assert res.exit_code == 2
@@ -355,7 +358,7 @@ def test_parent_run_summary_page_and_description(filled, tmp_path):
         assert t["name"] in page
     parent = client.get_run(pid)
     note = parent.data.tags["mlflow.note.content"]
-    assert "| method | ratio | mIoU | n | best trial |" in note
+    assert "| method | ratio | mIoU | n | impr. | TFLOP | best trial |" in note
     assert parent.data.tags["rrn.collapsed_trials"] == "1"
 
 
@@ -377,9 +380,12 @@ def test_group_table_and_figure_say_n_and_draw_the_ceiling():
     labels = [ln.get_label() for ln in ax.get_lines()]
     assert "supervised, all labels (n=1)" in labels
     assert any(t.get_text() == "n=2" for t in ax.texts)
-    assert "mini" in ax.get_title() and "mean ± std" in ax.get_ylabel()
+    assert "mini" in ax.get_title() and "95 % t interval" in ax.get_ylabel()
+    # every seed is a dot: the two supervised seeds at 1/8 are drawn where their values are
+    dots = [tuple(p) for c in ax.collections for p in c.get_offsets()]
+    assert (0.125, 0.3) in dots and (0.125, 0.4) in dots
     one_seed = label_efficiency_figure(df[df["seed"] == 0])
-    assert "mean ± std" not in one_seed.axes[0].get_ylabel()   # one seed: no spread promised
+    assert "interval" in one_seed.axes[0].get_ylabel() and "no interval" in one_seed.axes[0].get_ylabel()
 
 
 def test_report_cli_errors(filled, cli_app, tmp_path):
@@ -566,3 +572,26 @@ def test_ui_stops_its_server_on_ctrl_c(ui_server):
     assert proc.returncode == 0
     log = ui_server["log"].read_text()
     assert "MLflow UI: http://127.0.0.1:" in log and "MLflow UI stopped." in log
+
+
+def test_report_json_carries_verdicts_intervals_and_convergence(filled, cli_app, tmp_path):
+    res = CliRunner().invoke(cli_app, ["report", SWEEP, "--tracking-uri", filled["uri"],
+                                       "--experiment", EXPERIMENT, "--out", str(tmp_path),
+                                       "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    evidence = doc["evidence"]
+    assert evidence["metric"] == "miou_final"
+    # 2 methods at each of 2 ratios: one pair per ratio, rrn - supervised (the table's order)
+    pairs = {(c["method"], c["baseline"], c["amount"]) for c in evidence["comparisons"]}
+    assert pairs == {("rrn", "supervised", r) for r in RATIOS}
+    for c in evidence["comparisons"]:
+        d = c["difference"]
+        assert d["verdict"] in ("ahead", "behind", "no difference detectable", "no verdict")
+        assert d["interval"] == "t" and d["n"] == len(SEEDS)
+        assert d["low"] <= d["mean"] <= d["high"]
+    # two evaluations per trial: too few for a convergence verdict, and the report says so
+    assert all(t["still_improving"] is None for t in doc["trials"])
+    assert evidence["convergence"]["unknown"] == len(doc["trials"])
+    assert "without a convergence verdict" in evidence["convergence"]["line"]
+    assert {"ci", "improving", "tflop"} <= set(doc["groups"][0])
