@@ -14,7 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestration.names import METHOD_NAME_KEY, METRIC_MIOU
-from orchestration.storage import filesystems as storage
+from orchestration.storage import filesystems
 from rrn_core.config import RunConfig
 from rrn_core.methods.table import METHODS
 
@@ -164,7 +164,7 @@ class StorageSpec(_Strict):
 
     @model_validator(mode="after")
     def _endpoint_needs_s3(self) -> StorageSpec:
-        if self.endpoint_url and self.path and not storage.is_s3(self.path):
+        if self.endpoint_url and self.path and not filesystems.is_s3(self.path):
             raise ValueError("endpoint_url only applies to an s3:// path")
         return self
 class FailureSpec(_Strict):

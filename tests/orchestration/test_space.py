@@ -12,7 +12,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from rrn import space_commands as cli_space
+from rrn import space_commands
 from orchestration.space import load_space
 from orchestration.sweep.distributions import build_sampler, to_optuna_distributions
 from orchestration.space_schema import SpaceError
@@ -304,7 +304,7 @@ def test_label_ratio_examples_cross_the_classic_splits() -> None:
 
 def _app() -> typer.Typer:
     app = typer.Typer()
-    app.add_typer(cli_space.app, name="space")
+    app.add_typer(space_commands.app, name="space")
     return app
 
 
