@@ -1,6 +1,6 @@
 """GPU throughput per method at the VOC config: images/s, peak memory, achieved TFLOP/s.
 
-For each method (supervised, cps, fixmatch, rrn), precision (fp32, bf16, fp16 with
+For each method of rrn_core/methods/table.py, precision (fp32, bf16, fp16 with
 its GradScaler; channels_last on CUDA) and GPU count (1, and 2 with DDP over NCCL;
 batch 8 per GPU), one row: ms per training step (forward, backward, optimiser
 steps, exactly rrn_core.loop's `apply_step`), images/s over all GPUs (labeled +
@@ -45,8 +45,8 @@ from rrn_core.loop import apply_step, build_optimizers, to_device, wrap_distribu
 from rrn_core.distributed import DistInfo
 from rrn_core.methods import StepContext
 from rrn_core.methods.build import build_method  # noqa: E402
+from rrn_core.methods.table import METHODS  # noqa: E402
 
-METHODS = ("supervised", "cps", "fixmatch", "rrn")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TINY = {"model.backbone": "resnet18d", "model.base_width": 8,
         "model.aspp_channels": 16, "model.low_level_channels": 8, "model.head_channels": 16}

@@ -39,9 +39,9 @@ from rrn_core.loop import apply_step, build_optimizers
 from rrn_core.methods import StepContext
 from rrn_core.methods.base import Method
 from rrn_core.methods.build import build_method
+from rrn_core.methods.table import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("supervised", "cps", "fixmatch", "rrn")
 
 
 def make_batch(b: int, crop: int, num_classes: int) -> dict:

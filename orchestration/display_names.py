@@ -16,6 +16,7 @@ from fractions import Fraction
 from typing import Any
 
 from orchestration.names import METHOD_NAME_KEY
+from rrn_core.method_names import METHOD_NAMES
 
 #: Short names of the grid axes every sweep has; other keys use their last segment.
 SHORT_KEYS = {
@@ -29,18 +30,19 @@ NAME_DIGITS = 3
 
 
 #: One colour per method, in the UI (the `mlflow.runColor` tag) and in our plots alike,
-#: so a method reads the same everywhere. Colours from MLflow's own run palette.
-METHOD_COLORS = {"supervised": "#5f7281", "cps": "#2272b4", "fixmatch": "#3ba65e",
-                 "rrn": "#c82d4c"}
-_SPARE_COLORS = ("#de7921", "#8a63bf", "#04867d", "#b45091", "#93320b", "#434a93")
+#: so a method reads the same everywhere: MLflow's own run palette, taken in the
+#: methods table's order (supervised grey, cps blue, fixmatch green, rrn red, ...).
+PALETTE = ("#5f7281", "#2272b4", "#3ba65e", "#c82d4c", "#de7921", "#8a63bf", "#04867d",
+           "#b45091", "#93320b", "#434a93")
 SWEEP_COLOR = "#1f272d"
 
 
 def method_color(method: str) -> str:
-    """The method's colour (a stable spare colour for methods not listed)."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
-    return _SPARE_COLORS[sum(map(ord, method)) % len(_SPARE_COLORS)]
+    """The method's colour: its position in the methods table picks it from the palette
+    (a name the table no longer has, e.g. an old run's, gets a stable one by its letters)."""
+    if method in METHOD_NAMES:
+        return PALETTE[METHOD_NAMES.index(method) % len(PALETTE)]
+    return PALETTE[sum(map(ord, method)) % len(PALETTE)]
 
 
 def short_key(key: str) -> str:

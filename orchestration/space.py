@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, GRID_ONLY
 from orchestration.space_schema import SpaceError, Distribution, SweepSpace, SAMPLERS, field_problem
-from orchestration.storage import filesystems as storage
+from orchestration.storage import filesystems
 from rrn_core.config import RunConfig, apply_overrides, error_lines
 from rrn_core.field_messages import field_message
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
@@ -90,15 +90,15 @@ class ResolvedSpace:
         """RRN_TRACKING_URI (set by `rrn submit --tracking-uri`), else the file's
         tracking.uri, else MLFLOW_TRACKING_URI, else the sqlite store in RRN_HOME."""
         return (os.environ.get(ENV_TRACKING_URI) or self.space.tracking.uri
-                or os.environ.get("MLFLOW_TRACKING_URI") or storage.default_tracking_uri())
+                or os.environ.get("MLFLOW_TRACKING_URI") or filesystems.default_tracking_uri())
 
     @property
     def storage_path(self) -> str:
         """RRN_STORAGE_PATH, else the file's storage.path, else RRN_HOME/results (absolute)."""
         path = os.environ.get(ENV_STORAGE_PATH) or self.space.storage.path
         if not path:
-            return storage.default_storage_path()
-        return path if storage.is_remote(path) else str(Path(path).expanduser().resolve())
+            return filesystems.default_storage_path()
+        return path if filesystems.is_remote(path) else str(Path(path).expanduser().resolve())
 
     @property
     def storage_endpoint_url(self) -> str | None:
@@ -124,7 +124,7 @@ class ResolvedSpace:
             f"{'GPU' if s.scaling.use_gpu else 'CPU'}, resources/worker "
             f"{s.scaling.resources_per_worker or 'default'}; "
             f"{s.max_concurrent_trials} concurrent trial(s); max_failures {s.failure.max_failures}",
-            f"tracking   {storage.redact_text(self.tracking_uri)}  experiment {s.tracking.experiment}",
+            f"tracking   {filesystems.redact_text(self.tracking_uri)}  experiment {s.tracking.experiment}",
             f"storage    {self.storage_path}"
             + (f"  endpoint {self.storage_endpoint_url}" if self.storage_endpoint_url else ""),
         ]
@@ -236,7 +236,7 @@ def _notes(resolved: ResolvedSpace) -> list[str]:
                      "starts (it needs the data set's size)")
     if not s.search and s.num_samples > 1:
         notes.append(f"nothing is searched: each grid point runs {s.num_samples} identical trials")
-    if not storage.is_remote(resolved.storage_path):
+    if not filesystems.is_remote(resolved.storage_path):
         notes.append("results stay on this machine's disk (storage.path is local)")
     return notes
 

@@ -11,11 +11,12 @@ from difflib import get_close_matches
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from orchestration.names import METRIC_MIOU
-from orchestration.storage import filesystems as storage
+from orchestration.names import METHOD_NAME_KEY, METRIC_MIOU
+from orchestration.storage import filesystems
 from rrn_core.config import RunConfig
+from rrn_core.methods.table import METHODS
 
 
 #: Optuna samplers by the short names a space file uses.
@@ -29,6 +30,8 @@ SAMPLERS = {
     "nsgaiii": "NSGAIIISampler",
     "bruteforce": "BruteForceSampler",
 }
+#: `method.name: all` on a grid: every method of rrn_core/methods/table.py, in its order.
+ALL_METHODS = "all"
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 class SpaceError(ValueError):
     """A search space that cannot run; the message names the file and the field."""
@@ -161,7 +164,7 @@ class StorageSpec(_Strict):
 
     @model_validator(mode="after")
     def _endpoint_needs_s3(self) -> StorageSpec:
-        if self.endpoint_url and self.path and not storage.is_s3(self.path):
+        if self.endpoint_url and self.path and not filesystems.is_s3(self.path):
             raise ValueError("endpoint_url only applies to an s3:// path")
         return self
 class FailureSpec(_Strict):
@@ -188,6 +191,14 @@ class SweepSpace(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     failure: FailureSpec = Field(default_factory=FailureSpec)
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _every_method(cls, grid: Any) -> Any:
+        """`method.name: all` runs every method in the table (a new one included)."""
+        if isinstance(grid, dict) and grid.get(METHOD_NAME_KEY) == ALL_METHODS:
+            return {**grid, METHOD_NAME_KEY: list(METHODS)}
+        return grid
 
     @model_validator(mode="after")
     def _one_base(self) -> SweepSpace:

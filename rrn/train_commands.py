@@ -35,7 +35,7 @@ def train_command(
     experiment: Annotated[str, typer.Option("--experiment", "-e",
                                             help="MLflow experiment of the run.")] = "rrn",
 ) -> None:
-    """Train one run (supervised, cps, fixmatch or rrn) as the config says, tracked in MLflow."""
+    # The help text is `register`'s: it names the methods, read from the methods table.
     import os
 
     from orchestration.storage import filesystems as storage
@@ -79,5 +79,11 @@ def train_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Register `rrn train` (call after rrn.run_commands.register: the later command wins)."""
-    app.command("train")(train_command)
+    """Register `rrn train` (call after rrn.run_commands.register: the later command wins).
+
+    Its help names every method from rrn_core/method_names.py (torch-free, so
+    `rrn --help` stays fast), read when the app is built."""
+    from rrn_core.method_names import methods_text
+
+    app.command("train", help=f"Train one run ({methods_text()}) as the config says, "
+                "tracked in MLflow.")(train_command)

@@ -20,7 +20,7 @@ import pandas as pd
 from orchestration.report.evidence import (Comparison, LabelEquivalent, compare_all, label_equivalent,
                                            one_line)
 from orchestration.report.table import COMPARED, amount_column
-from rrn_core.methods.table import METHODS
+from rrn_core.method_names import METHOD_NAMES
 
 SUPERVISED = "supervised"
 #: The share of still-improving trials above which a sweep's budget is called too small.
@@ -60,7 +60,7 @@ def _base_method(label: str) -> str:
 
 def method_order(labels: list[str]) -> list[str]:
     """Methods in the methods table's order (supervised first), backbone arms side by side."""
-    table = list(METHODS)
+    table = list(METHOD_NAMES)
     return sorted(labels, key=lambda m: (table.index(_base_method(m)) if _base_method(m) in table
                                          else len(table), m))
 

@@ -27,7 +27,7 @@ import ray
 from mlflow import MlflowClient
 
 from orchestration.sweep import placement
-from orchestration.storage import filesystems as storage
+from orchestration.storage import filesystems
 from orchestration.names import CLASS_IOU_PREFIX, RESULT_COLLAPSED, TRAIN_PREFIX, VAL_PREFIX
 from orchestration.storage.filesystems import redact_text
 from rrn_core.data.bundle import resolve_class_names
@@ -115,7 +115,7 @@ def _server_problem(uri: str) -> str | None:
 def storage_problems(path: str, field: str) -> list[str]:
     """A local Ray storage folder must be creatable and writable (remote stores are
     read by the sweep's existing-results check, which names them on failure)."""
-    if storage.is_remote(path):
+    if filesystems.is_remote(path):
         return []
     return [p for p in [writable_dir_problem(path, field)] if p]
 

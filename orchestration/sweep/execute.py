@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from ray import tune
 
 from orchestration import ray_compat
-from orchestration.storage import filesystems as storage
+from orchestration.storage import filesystems
 from orchestration.tracking.gitinfo import git_state
 from orchestration.tracking.store import child_runs, find_runs_by_tags, resolve_tracking_uri
 from orchestration.names import ROLE_SWEEP, TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID
@@ -79,7 +79,7 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
                                split_hashes=split_hashes, resume=options.resume)
         say(f"sweep {prepared.name}: {prepared.resolved.trial_count} trial(s), "
             f"{prepared.max_concurrent} at a time, {prepared.execution} execution; "
-            f"results {prepared.experiment_path}; MLflow {storage.redact_text(tracking_uri)} "
+            f"results {prepared.experiment_path}; MLflow {filesystems.redact_text(tracking_uri)} "
             f"run {parent}")
         plan = TrialPlan(
             sweep_name=prepared.name, point_trees=tuple(trees), point_labels=tuple(prepared.labels),
@@ -91,7 +91,7 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
             experiment=space.tracking.experiment, parent_run_id=parent)
         progress = SweepProgress(prepared.name, prepared.resolved.trial_count, space.metric,
                                  space.mode)
-        with storage.credentials_kept_out_of_ray():
+        with filesystems.credentials_kept_out_of_ray():
             results = _tuner(prepared, plan, options, progress, watchdog).fit()
         outcome = read_outcome(results, prepared.place, parent, split_hashes)
         if watchdog.fired:
@@ -151,7 +151,7 @@ def write_splits(prepared: PreparedSweep) -> tuple[list[dict[str, Any]], dict[st
     for cfg in prepared.configs:
         tree = cfg.model_dump(mode="json")
         data = tree["data"]
-        if not storage.is_remote(data["root"]):
+        if not filesystems.is_remote(data["root"]):
             data["root"] = str(Path(data["root"]).expanduser().resolve())
         d = cfg.data.model_copy(update={"root": data["root"]})
         files = resolve_splits(d, layout_for(d))
@@ -185,7 +185,7 @@ def connect_ray(address: str | None, verbose: bool = False) -> bool:
         # Secrets stay out of the job's runtime_env (Ray logs runtime envs in clear):
         # the cluster's nodes need their own AWS_* / MLFLOW_TRACKING_* credentials.
         env = {k: os.environ[k] for k in FORWARDED_ENV
-               if os.environ.get(k) and not storage.is_secret_key(k)}
+               if os.environ.get(k) and not filesystems.is_secret_key(k)}
         ray.init(address=address, log_to_driver=verbose, logging_level=level,
                  runtime_env={"env_vars": env} if env else None)
     elif os.environ.get("RAY_ADDRESS"):
@@ -237,7 +237,7 @@ def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: 
            watchdog: Any) -> Any:
     progress_callback = watch(progress)   # also what a restored Tuner's pickled callback reaches
     space = prepared.resolved.space
-    path, fs = storage.ray_storage(prepared.storage_path, prepared.endpoint_url)
+    path, fs = filesystems.ray_storage(prepared.storage_path, prepared.endpoint_url)
     trainable = make_trainable(plan)
     if prepared.exists:  # --resume (checked in prepare_sweep)
         # A restored Tuner runs the RunConfig pickled by the first run (Tuner.restore
@@ -278,7 +278,7 @@ def discard_attempt(prepared: PreparedSweep, tracking_uri: str, say: Say) -> Non
     """Remove the results folder of an attempt that finished no trial, and move its
     MLflow parent and trial runs to the bin (restorable), so that `--resume` later
     finds this sweep's parent run and no other."""
-    path, fs = storage.ray_storage(prepared.storage_path, prepared.endpoint_url)
+    path, fs = filesystems.ray_storage(prepared.storage_path, prepared.endpoint_url)
     fs = fs or pyarrow.fs.LocalFileSystem()
     fs.delete_dir(f"{path}/{prepared.name}")
     client = MlflowClient(tracking_uri)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ray.tune import Tuner
 
-from orchestration.storage import filesystems as storage
+from orchestration.storage import filesystems
 from orchestration.tracking.store import sqlite_path
 from orchestration.sweep.checks import metric_problem, storage_problems, tracking_problems
 from orchestration.sweep.results import ExperimentPlace, finished_trials, load_searcher
@@ -121,10 +121,10 @@ def prepare_sweep(space_path: str | Path, options: SweepOptions, say: Say = prin
         raise SweepError(f"{resolved.path}: cannot start the sweep:\n"
                          + "\n".join(f"  {p}" for p in dict.fromkeys(problems)))
 
-    if not storage.is_remote(storage_path):
+    if not filesystems.is_remote(storage_path):
         storage_path = str(Path(storage_path).expanduser().resolve())
     endpoint = resolved.storage_endpoint_url
-    if endpoint and not storage.is_s3(storage_path):
+    if endpoint and not filesystems.is_s3(storage_path):
         endpoint = None
     exists = _experiment_exists(storage_path, endpoint, space.name)
     prepared = PreparedSweep(resolved, points, configs, labels, execution,
@@ -179,7 +179,7 @@ def space_fingerprint(prepared: PreparedSweep) -> str:
     space = prepared.resolved.space
     trees = [c.model_dump(mode="json") for c in prepared.configs]
     for tree in trees:
-        if not storage.is_remote(tree["data"]["root"]):
+        if not filesystems.is_remote(tree["data"]["root"]):
             tree["data"]["root"] = str(Path(tree["data"]["root"]).expanduser().resolve())
     identity = {
         "points": prepared.points, "trees": trees, "num_samples": space.num_samples,
@@ -209,7 +209,7 @@ def _check_same_space(prepared: PreparedSweep) -> None:
 def _warn_local_paths(prepared: PreparedSweep, say: Say) -> None:
     """On a cluster every node must reach the store and the results folder."""
 
-    if not storage.is_remote(prepared.storage_path):
+    if not filesystems.is_remote(prepared.storage_path):
         say(f"note: results go to {prepared.storage_path} on each node's local disk unless it is "
             "a shared file system; use storage.path: s3://... for a multi-node cluster")
     if sqlite_path(prepared.tracking_uri) is not None or prepared.tracking_uri.startswith("file:"):
@@ -238,7 +238,7 @@ def _data_key(cfg: RunConfig) -> str:
     tree = cfg.data.model_dump(mode="json")
     for name in _SPLIT_FIELDS:
         tree.pop(name, None)
-    if not storage.is_remote(tree["root"]):
+    if not filesystems.is_remote(tree["root"]):
         tree["root"] = str(Path(tree["root"]).expanduser().resolve())
     return json.dumps(tree, sort_keys=True)
 
@@ -260,7 +260,7 @@ def check_data(resolved: ResolvedSpace, configs: list[RunConfig], labels: list[s
         key = _data_key(cfg)
         if key not in checked:
             root = Path(cfg.data.root).expanduser()
-            if not storage.is_remote(cfg.data.root) and not root.is_dir():
+            if not filesystems.is_remote(cfg.data.root) and not root.is_dir():
                 problems.append(f"data.root: {root.resolve()} does not exist "
                                 f"(from {resolved.base_path or resolved.path})")
                 checked[key] = False
@@ -328,8 +328,8 @@ def warmup_problem(resolved: ResolvedSpace, cfg: RunConfig, unlabeled: int) -> s
 def _experiment_exists(storage_path: str, endpoint: str | None, name: str) -> bool:
 
     try:
-        path, fs = storage.ray_storage(storage_path, endpoint)
+        path, fs = filesystems.ray_storage(storage_path, endpoint)
         return Tuner.can_restore(f"{path}/{name}", storage_filesystem=fs)
     except Exception as err:  # noqa: BLE001 - any storage failure is the user's to fix
         raise SweepError(f"storage {storage_path}: cannot read it ({type(err).__name__}: "
-                         f"{storage.redact_text(str(err))})") from None
+                         f"{filesystems.redact_text(str(err))})") from None

@@ -36,7 +36,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestration.storage import filesystems as storage
+from orchestration.storage import filesystems
 from orchestration.names import GRID_KEY, PARAMS_KEY, POINT_KEY, TAG_EXECUTION, TAG_GRID_POINT, TAG_NODES
 from orchestration.display_names import run_name
 from orchestration.sweep.trial_reporting import ReportHooks
@@ -198,7 +198,7 @@ def _tag_node(tracker: Any) -> None:
 
 
 def _scheme(plan: TrialPlan) -> str:
-    return "s3://" if storage.is_s3(plan.storage_path) else ""
+    return "s3://" if filesystems.is_s3(plan.storage_path) else ""
 
 
 def _tracking(plan: TrialPlan, config: Mapping[str, Any], trial_id: str) -> _Tracking | None:
@@ -226,7 +226,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 def _fit_trainer(cfg: RunConfig, plan: TrialPlan, trial_id: str, tracking: _Tracking | None) -> None:
     """Fit a TorchTrainer for this trial; its name is the trial id, so a restarted
     trial (or a resumed sweep) continues the same Train run from its checkpoint."""
-    storage_path, filesystem = storage.ray_storage(_join(plan.storage_path, plan.sweep_name, "train"),
+    storage_path, filesystem = filesystems.ray_storage(_join(plan.storage_path, plan.sweep_name, "train"),
                                                    plan.storage_endpoint_url)
     trainer = TorchTrainer(
         _worker_loop,

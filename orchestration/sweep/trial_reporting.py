@@ -1,17 +1,12 @@
 """What a trial's training loop reports, and where: Ray (metrics + checkpoint), MLflow.
 
 `ReportHooks` is the loop's `TrainHooks` inside a Tune trial or a Ray Train worker;
-the trial function (orchestration/sweep/trial.py) builds it. Tests inject faults here:
-`RRN_TEST_KILL_AT_STEP` makes the process die like an OOM-killed worker.
+the trial function (orchestration/sweep/trial.py) builds it.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
@@ -20,10 +15,6 @@ from orchestration.names import (BUDGET_ITERS, FULLY_TRAINED, RESULT_COLLAPSED, 
                                  VAL_PREFIX, WORLD_SIZE_KEY)
 from rrn_core.loop import TrainHooks
 
-#: Fault injection for tests: SIGKILL this process once when the loop logs this step
-#: (guarded by the marker file, created just before the kill, so it happens once).
-ENV_KILL_AT_STEP = "RRN_TEST_KILL_AT_STEP"
-ENV_KILL_MARKER = "RRN_TEST_KILL_MARKER"
 
 class ReportHooks(TrainHooks):
     """Forward the loop's evaluations to Ray (metrics + checkpoint) and to MLflow.
@@ -58,7 +49,6 @@ class ReportHooks(TrainHooks):
         self._train = dict(scalars)
         if self._tracker is not None:
             self._tracker.on_log(step, scalars)
-        _maybe_inject_fault(step)
 
     def on_evaluation(self, step: int, result: Any, checkpoint_dir: str | None) -> None:
         if self._tracker is not None:
@@ -97,13 +87,3 @@ class ReportHooks(TrainHooks):
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
-
-def _maybe_inject_fault(step: int) -> None:
-    """Tests only: die like an OOM-killed worker, once, at a chosen step."""
-    target = os.environ.get(ENV_KILL_AT_STEP)
-    marker = os.environ.get(ENV_KILL_MARKER)
-    if not target or not marker or int(target) != step or Path(marker).exists():
-        return
-    Path(marker).write_text(f"pid {os.getpid()} killed at step {step}\n")
-    time.sleep(2.0)  # let the driver register the last reported checkpoint
-    os.kill(os.getpid(), signal.SIGKILL)

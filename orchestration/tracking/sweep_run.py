@@ -31,8 +31,8 @@ from orchestration.names import (CONFIG_ARTIFACT, METRIC_MIOU, ROLE_SWEEP, TAG_B
                                  TAG_GIT_COMMIT_MLFLOW, TAG_GRID_KEYS, TAG_METRIC, TAG_MODE, TAG_NOTE,
                                  TAG_ROLE, TAG_RUN_COLOR, TAG_SEARCH_KEYS, TAG_SPACE,
                                  TAG_SPLIT_HASH_PREFIX, TAG_STILL_IMPROVING, TAG_SWEEP, TAG_TRIAL_COUNT)
+from orchestration.report.table import best_trials, group_file_stem, overall_best, summarize_run
 from orchestration.report.verdicts import sweep_evidence
-from orchestration.report import table as report
 from orchestration.report.formats import collapse_note, group_display, to_markdown
 from orchestration.storage.filesystems import redact, redact_text
 from orchestration.tracking.mlflow_calls import (log_params_once, set_tags, now_ms, reopen_run,
@@ -153,14 +153,14 @@ class SweepTracker:
         if self.parent_run_id is None:
             raise RuntimeError("SweepTracker.log_summary() before start()")
         parent = self.client.get_run(self.parent_run_id)
-        df = report.summarize_run(self.client, parent)
+        df = summarize_run(self.client, parent)
         mode = parent.data.tags.get(TAG_MODE, "max")
         with tempfile.TemporaryDirectory(prefix="rrn-summary-") as tmp:
             out = Path(tmp)
             for path in write_summary_files(df, out / "summary").values():
                 self.client.log_artifact(self.parent_run_id, str(path), "summary")
             lines = self._describe(df)
-            best = report.best_trials(df, mode)
+            best = best_trials(df, mode)
             if best.empty:
                 return lines
             cfg_dir = out / "best_configs"
@@ -169,10 +169,10 @@ class SweepTracker:
             with _quiet_downloads():
                 for _, row in best.iterrows():
                     got = Path(self.client.download_artifacts(row["run_id"], CONFIG_ARTIFACT, tmp))
-                    stem = report.group_file_stem(row)
+                    stem = group_file_stem(row)
                     files[row["run_id"]] = got.replace(cfg_dir / f"{stem}.yaml")
             self.client.log_artifacts(self.parent_run_id, str(cfg_dir), "summary/best_configs")
-            top = report.overall_best(df, mode)
+            top = overall_best(df, mode)
             if top is None or top["run_id"] not in files:
                 return lines
             best_path = out / "best_config.yaml"

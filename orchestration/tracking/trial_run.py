@@ -28,7 +28,6 @@ from orchestration.names import (CLASS_IOU_PREFIX, CONFIG_ARTIFACT, ROLE_TRIAL, 
                                  TAG_SEARCH_KEYS, TAG_SEED, TAG_SPLIT_SEED, TAG_SWEEP, TAG_TRIAL_ID,
                                  VAL_PREFIX, BUDGET_ITERS, METRIC_MIOU, TAG_CONVERGENCE,
                                  TAG_STILL_IMPROVING)
-from orchestration.report import table as report
 from orchestration.storage.filesystems import redact, redact_text
 from orchestration.tracking.mlflow_calls import (tag_value, log_params_once, set_tags, parse_steps,
                                                  now_ms, reopen_run, class_metric_keys,

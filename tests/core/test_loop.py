@@ -11,6 +11,8 @@ import torch
 from rrn_core.config import RunConfig, build_config
 from rrn_core.loop import TrainHooks, train
 
+from method_lists import all_methods
+
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
@@ -55,7 +57,7 @@ class Recorder(TrainHooks):
         return self.stop_after is not None and len(self.evals) >= self.stop_after
 
 
-@pytest.mark.parametrize("method", ["supervised", "cps", "fixmatch", "rrn"])
+@pytest.mark.parametrize("method", all_methods())
 def test_every_method_trains_and_evaluates(method, synth_root, tmp_path):
     hooks = Recorder()
     result = train(run_config(synth_root, tmp_path / "run", method), hooks)

@@ -15,12 +15,13 @@ import torch
 from rrn_core.methods import StepContext
 from rrn_core.methods.build import build_method
 
+from method_lists import semi_supervised_methods
 from test_methods import NUM_CLASSES, make_batch, tiny_config
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["cps", "fixmatch", "rrn"])
+@pytest.mark.parametrize("name", semi_supervised_methods())
 @pytest.mark.parametrize("amp", [None, torch.bfloat16])
 def test_forward_has_no_host_sync_on_cuda(name: str, amp: torch.dtype | None) -> None:
     if amp is torch.bfloat16 and not torch.cuda.is_bf16_supported():

@@ -39,7 +39,7 @@ from typer.testing import CliRunner
 from leak_scan import files_holding
 from cluster_faults import (EVAL_EVERY, ITERS, SWEEP, Timeline, all_objects, driver_rss_mb,
                             eventually, experiment_state, sweep_runs, write_space)
-from rrn import jobs_commands as cli_jobs
+from rrn import jobs_commands
 from orchestration.cluster.local import LocalCluster
 from orchestration.cluster.local_services import can_isolate_nodes, postgres_bin
 
@@ -52,7 +52,7 @@ STEPS = list(range(EVAL_EVERY, ITERS + 1, EVAL_EVERY))
 
 def _app() -> typer.Typer:
     app = typer.Typer()
-    cli_jobs.register(app)
+    jobs_commands.register(app)
     return app
 
 

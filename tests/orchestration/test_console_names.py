@@ -120,7 +120,7 @@ def test_terminal_console_keeps_one_live_status_line():
 
 
 def test_sweep_outcome_table_flags_collapse(monkeypatch):
-    from rrn import sweep_commands as cli_sweep
+    from rrn import sweep_commands
     from orchestration.sweep.results import SweepOutcome, TrialOutcome
 
     grid = {"method.name": "cps", "data.label_ratio": 0.125}
@@ -128,9 +128,9 @@ def test_sweep_outcome_table_flags_collapse(monkeypatch):
                            [100, 200], last={RESULT_COLLAPSED: 1.0}),
               TrialOutcome("t1", 1, {**grid, "method.name": "rrn"}, {"optim.lr": 0.02},
                            "TERMINATED", True, 0.31, [100, 200], last={RESULT_COLLAPSED: 0.0})]
-    monkeypatch.setattr(cli_sweep, "out", Console(file=io.StringIO(), width=80))
-    cli_sweep._print_outcome(SweepOutcome("demo", "/r/demo", "pid", trials, [], {}, "FINISHED"))
-    text = cli_sweep.out.file.getvalue()
+    monkeypatch.setattr(sweep_commands, "out", Console(file=io.StringIO(), width=80))
+    sweep_commands._print_outcome(SweepOutcome("demo", "/r/demo", "pid", trials, [], {}, "FINISHED"))
+    text = sweep_commands.out.file.getvalue()
     assert "cps r=1/8 lr=0.01" in text and "rrn r=1/8 lr=0.02" in text
     assert "done, COLLAPSED" in text and "1 trial(s) collapsed" in text
     assert "rrn ui demo" in text

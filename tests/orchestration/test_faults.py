@@ -1,7 +1,7 @@
 """Faults, for real: processes are SIGKILLed, then the sweep must recover.
 
-1. A trial's worker process dies mid-training (the loop's hook SIGKILLs it once,
-   after a checkpoint was reported): the trial restarts from that checkpoint and
+1. A trial's worker process dies mid-training (worker_faults.py, installed as the
+   test job's Ray worker setup hook, SIGKILLs it once, after a checkpoint was reported): the trial restarts from that checkpoint and
    finishes; its reported steps continue (2, 4, 6, 8), they do not start over.
 2. The `rrn sweep` driver is SIGKILLed after some trials finished: `rrn sweep
    --resume` finishes the others without re-running the finished ones, in the
@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 from test_sweep import LR, make_synth, mlflow_runs, write_space
+from worker_faults import ENV_KILL_AT_STEP, ENV_KILL_MARKER, kill_once_at_step
 
 from orchestration.sweep.searcher import GridSearcher
 from orchestration.sweep.run import run_sweep
 from orchestration.sweep.prepare import SweepOptions
-from orchestration.sweep.trial_reporting import ENV_KILL_AT_STEP, ENV_KILL_MARKER
 
 pytestmark = pytest.mark.slow
 
@@ -48,15 +48,21 @@ def marker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_cluster(marker: Path) -> Iterator[str]:
-    """A local Ray whose workers (of this test process's job only) carry the
-    fault-injection variables; yields its address for separate driver processes."""
+    """A local Ray whose workers (of this test process's job only) run the fault
+    injection of worker_faults.py; yields its address for separate driver processes."""
     import ray
 
     patch = pytest.MonkeyPatch()
     for name in ("RRN_TRACKING_URI", "RRN_STORAGE_PATH", "RRN_STORAGE_ENDPOINT_URL", "RAY_ADDRESS"):
         patch.delenv(name, raising=False)
+    # The workers import the hook's module by name: this folder on their path (they
+    # inherit the environment of the Ray processes `ray.init` starts).
+    here = str(Path(__file__).resolve().parent)
+    patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    hook = f"{kill_once_at_step.__module__}.{kill_once_at_step.__name__}"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-             runtime_env={"env_vars": {ENV_KILL_AT_STEP: str(KILL_STEP), ENV_KILL_MARKER: str(marker)}})
+             runtime_env={"worker_process_setup_hook": hook,
+                          "env_vars": {ENV_KILL_AT_STEP: str(KILL_STEP), ENV_KILL_MARKER: str(marker)}})
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     patch.undo()

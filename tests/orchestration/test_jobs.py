@@ -25,7 +25,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from rrn import jobs_commands as cli_jobs
+from rrn import jobs_commands
 from orchestration.tracking.gitinfo import git_state
 from orchestration.cluster.jobs import auth_headers, resolve_address
 from orchestration.cluster.job_request import EXCLUDES, JobsError, build_request, parse_env, submission_id
@@ -46,7 +46,7 @@ AUTHED = {**WIDE, "RAY_AUTH_TOKEN": TOKEN}
 
 def _app() -> typer.Typer:
     app = typer.Typer()
-    cli_jobs.register(app)
+    jobs_commands.register(app)
     return app
 
 

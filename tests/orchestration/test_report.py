@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from rrn import report_commands as cli_report
+from rrn import report_commands
 from orchestration.display_names import distinct_digits, run_name
 from orchestration.report.table import find_sweep_run, label_efficiency_data, summarize_run
 from orchestration.tracking.store import resolve_tracking_uri
@@ -266,7 +266,7 @@ def test_log_summary_writes_table_plot_and_best_configs(filled, tmp_path):
 @pytest.fixture(scope="module")
 def cli_app() -> typer.Typer:
     app = typer.Typer()
-    cli_report.register(app)
+    report_commands.register(app)
     return app
 
 
@@ -449,7 +449,7 @@ def http_get(url: str) -> tuple[int, bytes]:
 def ui_server(ui_launch, filled):
     """The launched UI once it answers and has printed its links (the store is filled)."""
     proc = ui_launch["proc"]
-    if not cli_report.wait_http_ok(ui_launch["url"] + "/health", 120, proc):
+    if not report_commands.wait_http_ok(ui_launch["url"] + "/health", 120, proc):
         pytest.fail(f"rrn ui did not start:\n{ui_launch['log'].read_text()[-3000:]}")
     deadline = time.monotonic() + 30
     while "parent run:" not in ui_launch["log"].read_text() and time.monotonic() < deadline:

@@ -39,13 +39,13 @@ def test_a_single_run_is_tracked_like_a_trial(tiny):
     import yaml
     from typer.testing import CliRunner
 
-    from rrn import train_commands as cli_train
-    from rrn import run_commands as core_cli
+    from rrn import train_commands
+    from rrn import run_commands
 
     root, cfg, uri = tiny
     app = typer.Typer()
-    core_cli.register(app)
-    cli_train.register(app)
+    run_commands.register(app)
+    train_commands.register(app)
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     threads = torch.get_num_threads()

@@ -22,7 +22,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from rrn import sweep_commands as cli_sweep
+from rrn import sweep_commands
 from orchestration.names import (FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, TAG_PARENT, TAG_ROLE,
                                  TAG_SPLIT_HASH_PREFIX, TAG_SWEEP)
 from orchestration.sweep.searcher import GridSearcher, PerPointScheduler
@@ -96,7 +96,7 @@ def mlflow_runs(folder: Path, sweep: str) -> tuple[Any, list[Any]]:
 
 def sweep_app() -> typer.Typer:
     app = typer.Typer()
-    cli_sweep.register(app)
+    sweep_commands.register(app)
     return app
 
 

@@ -21,6 +21,8 @@ from orchestration.tracking.store import resolve_tracking_uri
 from rrn_core.config import build_config
 from rrn_core.evaluate import EvalResult, PredictionSample
 
+from method_lists import all_methods
+
 CLASS_NAMES = ["back/ground", "traffic light", "a:b (c)", "."]
 
 
@@ -328,7 +330,7 @@ def test_params_are_what_the_method_uses_and_nothing_machine_local(tmp_path, sto
              "data.labeled_split": "/nonexistent/splits/r0.25/labeled.txt",
              "data.unlabeled_split": "/nonexistent/splits/r0.25/unlabeled.txt"}
     logged = {}
-    for method in ("supervised", "cps", "fixmatch", "rrn"):
+    for method in all_methods():
         cfg = make_config(method, 0.25, **local)
         trial = TrialTracker(store, "exp-params", parent_id, f"t-{method}", method, cfg)
         trial.close()
