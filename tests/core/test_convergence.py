@@ -8,6 +8,7 @@ import math
 import pytest
 
 from rrn_core.convergence import (
+    assess_siblings,
     MIN_GAIN,
     NOISE_FLOOR,
     SWING_FLOOR,
@@ -139,3 +140,18 @@ def test_as_dict_is_json():
     assert set(data) == {"gain", "noise", "noise_ref", "still_improving", "swinging",
                          "n_evals", "rule"}
     assert MIN_GAIN == 0.01
+
+
+def test_assess_siblings_judges_each_run_by_the_others_noise():
+    """The issue's case: seed 2 swings 0.564/0.470/0.647/0.499 while seeds 0 and 1 settle."""
+    total = 1200
+    steps = [300, 450, 600, 750, 900, 1050, 1200]
+    settled_a = list(zip(steps, [0.60, 0.68, 0.72, 0.745, 0.752, 0.755, 0.757]))
+    settled_b = list(zip(steps, [0.59, 0.67, 0.71, 0.738, 0.744, 0.746, 0.748]))
+    swinging = list(zip(steps, [0.50, 0.564, 0.52, 0.470, 0.60, 0.647, 0.499]))
+    a, b, c = assess_siblings([(settled_a, total), (settled_b, total), (swinging, total)])
+    assert a.still_improving is False and b.still_improving is False
+    assert a.swinging is False and c.swinging is True
+    # alone, a run is judged by its own noise and never called swinging
+    (alone,) = assess_siblings([(swinging, total)])
+    assert alone.swinging is None

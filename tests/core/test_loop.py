@@ -136,3 +136,31 @@ def test_cuda_mixed_precision_channels_last_trains_and_resumes(method, amp, synt
     assert sorted(resumed.logs) == [4, 5, 6]
     for step in (4, 5, 6):   # cuDNN picks kernels per run: close, not bit-equal
         assert resumed.logs[step]["train/loss"] == pytest.approx(straight.logs[step]["train/loss"], rel=2e-2)
+
+
+class StartRecorder(Recorder):
+    def on_start(self, facts):
+        self.facts = facts
+
+
+def test_an_epoch_budget_is_resolved_logged_and_resumed_with_its_compute(synth_root, tmp_path):
+    """24 training images at 1/4: 6 labeled, 18 unlabeled; 1.5 epochs over the unlabeled
+    set at 2 per batch = ceil(1.5 x 9) = 14 iterations, whatever the method."""
+    cfg = build_config(run_config(synth_root, tmp_path / "a", "cps").model_dump(mode="json"),
+                       {"optim.iters": None, "optim.epochs": 1.5, "optim.epochs_over": "unlabeled",
+                        "eval.every": 7})
+    hooks = StartRecorder()
+    result = train(cfg, hooks)
+    assert result.steps == 14 and hooks.facts["budget/iters"] == 14
+    assert hooks.facts["data/labeled_images"] == 6 and hooks.facts["data/unlabeled_images"] == 18
+    assert hooks.facts["budget/epochs_unlabeled"] == pytest.approx(14 * 2 / 18, abs=1e-3)
+    assert [s for s, _, _ in hooks.evals] == [7, 14]
+    # cps: per step 2 labeled + 2x2 unlabeled through both branches' pseudo-label pass, ...
+    assert result.compute["compute/images_fwd"] > result.compute["compute/images_bwd"] > 0
+    assert result.compute["compute/tflop"] > 0 and result.compute["compute/device_seconds"] > 0
+    # cut after the first evaluation and resumed: the totals continue, not restart
+    cut = StartRecorder(stop_after_evals=1)
+    train(build_config(cfg.model_dump(mode="json"), {"runtime.output_dir": str(tmp_path / "b")}), cut)
+    resumed = train(build_config(cfg.model_dump(mode="json"), {"runtime.output_dir": str(tmp_path / "b")}),
+                    StartRecorder())
+    assert resumed.compute["compute/images_fwd"] == result.compute["compute/images_fwd"]
