@@ -87,6 +87,13 @@ METRIC_MIOU = "val/mIoU"                  # every sweep's default objective
 METRIC_DOMINANT_SHARE = "val/dominant_share"
 CLASS_IOU_PREFIX = "val/IoU/"             # + the class name (sanitised): per-class IoU
 
+#: The health signals a report shows per method and label amount (the last logged
+#: value of each trial, averaged): what RRN's critics keep and know, how often its
+#: selection disagrees with the CPS target, and each loss term's share of the loss.
+HEALTH_METRICS = ("train/pseudo_acc", "train/regions_kept", "train/critic_auroc",
+                  "train/select_vs_cps_disagree")
+LOSS_SHARE_PREFIX = "train/share_"
+
 # --- Tune result keys a trial reports beside its evaluation metrics (`val/...`)
 #: 1.0 when the evaluation is the run's last one (the searcher tells Optuna COMPLETE
 #: only then; an early-stopped trial is PRUNED).
@@ -96,6 +103,9 @@ TOTAL_STEPS_KEY = "rrn/total_steps"    # the run's length
 WORLD_SIZE_KEY = "rrn/world_size"      # 2+ when the loop ran under a DDP process group
 #: 1.0 when the evaluation's predictions cover one class (EvalResult.collapsed).
 RESULT_COLLAPSED = "rrn/collapsed"
+#: At the last evaluation: 1.0 when the metric was still rising (rrn_core/convergence.py,
+#: against the run's own noise), 0.0 when not, NaN when the rule cannot say.
+RESULT_STILL_IMPROVING = "rrn/still_improving"
 
 # --- the config a trial receives from the searcher
 POINT_KEY = "point"                    # index of the grid point

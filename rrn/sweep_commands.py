@@ -84,7 +84,7 @@ def _print_outcome(outcome: Any) -> None:
     """The trial table at the end: run names as in MLflow, collapsed trials flagged."""
     from rich import box
 
-    from orchestration.names import METHOD_NAME_KEY, RESULT_COLLAPSED
+    from orchestration.names import METHOD_NAME_KEY, RESULT_COLLAPSED, RESULT_STILL_IMPROVING
     from orchestration.display_names import run_name
 
     table = Table(title=f"sweep {outcome.name}", title_justify="left", box=box.SIMPLE_HEAD)
@@ -98,12 +98,14 @@ def _print_outcome(outcome: Any) -> None:
             state = "done" if t.fully_trained else "stopped early"
         else:
             state = "error" if t.status == "ERROR" else f"unfinished ({t.status.lower()})"
+        if t.last.get(RESULT_STILL_IMPROVING) == 1.0:
+            state += ", STILL IMPROVING"
         bad = bool(t.last.get(RESULT_COLLAPSED))
         collapsed += bad
         if bad:
             state += ", COLLAPSED"
         table.add_row(*(escape(cell) for cell in (t.trial_id, name, metric, state)),
-                      style="red" if bad else None)
+                      style="red" if bad else "yellow" if "IMPROVING" in state else None)
     out.print(table)
     if collapsed:
         from orchestration.report.formats import collapse_note

@@ -25,7 +25,7 @@ from orchestration.names import (EXPERIMENT_AXES, CLASS_IOU_PREFIX, METRIC_DOMIN
                                  TAG_SEARCH_KEYS, TAG_SEED, TAG_SPLIT_SEED, TAG_SWEEP, TAG_TRIAL_ID,
                                  BUDGET_EPOCHS_LABELED, BUDGET_EPOCHS_UNLABELED, BUDGET_ITERS,
                                  COMPUTE_DEVICE_SECONDS, COMPUTE_IMAGES_BWD, COMPUTE_IMAGES_FWD,
-                                 COMPUTE_TFLOP, LABELED_IMAGES)
+                                 COMPUTE_TFLOP, HEALTH_METRICS, LABELED_IMAGES, LOSS_SHARE_PREFIX)
 from orchestration.display_names import axis_text, sanitize_metric_key
 from orchestration.storage.filesystems import redact_text
 from rrn_core.convergence import assess_siblings
@@ -166,13 +166,17 @@ def summarize_run(client: MlflowClient, parent: Run) -> pd.DataFrame:
             "checkpoint": tags.get(TAG_CHECKPOINT, ""),
         })
         for key, value in run.data.metrics.items():
+            if key in HEALTH_METRICS or key.startswith(LOSS_SHARE_PREFIX):
+                row[key] = value
             if key.startswith(CLASS_IOU_PREFIX):
                 name = IOU_COLUMN_PREFIX + key[len(CLASS_IOU_PREFIX):]
                 row[name] = value
                 if name not in classes:
                     classes.append(name)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=BASE_COLUMNS + params + RESULT_COLUMNS + classes)
+    health = [k for k in HEALTH_METRICS if any(k in r for r in rows)] + sorted(
+        {k for r in rows for k in r if k.startswith(LOSS_SHARE_PREFIX)})
+    df = pd.DataFrame(rows, columns=BASE_COLUMNS + params + RESULT_COLUMNS + health + classes)
     df = df.astype({c: "Int64" for c in INT_COLUMNS})
     df["collapsed"] = df["collapsed"].astype(bool)
     df.attrs.update(metric=metric, mode=mode, params=params,

@@ -19,6 +19,8 @@ import pandas as pd
 
 from orchestration.report.evidence import (Comparison, LabelEquivalent, compare_all, label_equivalent,
                                            one_line)
+from orchestration.names import HEALTH_METRICS, LOSS_SHARE_PREFIX
+from orchestration.report.evidence import amount_text
 from orchestration.report.table import COMPARED, amount_column
 from rrn_core.method_names import METHOD_NAMES
 
@@ -136,7 +138,7 @@ def sweep_evidence(df: pd.DataFrame, detect: float = 0.01) -> SweepEvidence:
             eq = label_equivalent(sup_by_seed, by_seed, images=_images_per_amount(df, x),
                                   method_name=method, method_amount=amount)
             equivalents.append((method, amount, eq))
-    notes = [METRIC_NOTE]
+    notes = [METRIC_NOTE] + health_lines(df)
     if not df.empty and (df.groupby(["method", x, "seed"], dropna=False).size() > 1).any():
         notes.append("hyper-parameters were picked per seed by the objective on the validation set "
                      "that is also reported: the group means are optimistic by that selection")
@@ -145,6 +147,35 @@ def sweep_evidence(df: pd.DataFrame, detect: float = 0.01) -> SweepEvidence:
                      "runtime.seed on the grid)")
     return SweepEvidence(metric=COMPARED, convergence=convergence_summary(df), comparisons=comparisons,
                          equivalents=equivalents, notes=notes)
+
+
+def health_lines(df: pd.DataFrame) -> list[str]:
+    """Per method and label amount with health signals: what the critics keep and know,
+    how often selection disagrees with CPS, and each loss term's share (trial means of
+    the last logged values), so a reader sees why a method helped or not."""
+    x = amount_column(df)
+    shares = [c for c in df.columns if str(c).startswith(LOSS_SHARE_PREFIX)]
+    present = [c for c in HEALTH_METRICS if c in df] + shares
+    out = []
+    for (method, amount), group in df.groupby(["method", x], sort=True):
+        means = {c: group[c].mean() for c in present if group[c].notna().any()}
+        if "train/regions_kept" not in means and not any(c in means for c in shares):
+            continue
+        parts = []
+        if "train/regions_kept" in means:
+            parts.append(f"critics keep {means['train/regions_kept']:.0%} of regions")
+        if "train/critic_auroc" in means:
+            parts.append(f"critic AUROC {means['train/critic_auroc']:.2f}")
+        if "train/pseudo_acc" in means:
+            parts.append(f"pseudo-labels {means['train/pseudo_acc']:.0%} right")
+        if "train/select_vs_cps_disagree" in means:
+            parts.append(f"selection disagrees with the CPS target on "
+                         f"{means['train/select_vs_cps_disagree']:.1%} of kept pixels")
+        terms = " / ".join(f"{c[len(LOSS_SHARE_PREFIX):]} {means[c]:.2f}" for c in shares if c in means)
+        if terms:
+            parts.append(f"loss shares {terms}")
+        out.append(f"health {method} @ {amount_text(float(amount))}: " + "; ".join(parts))
+    return out
 
 
 def evidence_lines(df: pd.DataFrame) -> list[str]:

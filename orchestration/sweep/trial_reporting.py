@@ -6,13 +6,15 @@ the trial function (orchestration/sweep/trial.py) builds it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch.distributed as dist
 
-from orchestration.names import (BUDGET_ITERS, FULLY_TRAINED, RESULT_COLLAPSED, STEP_KEY, TAG_CHECKPOINT, TOTAL_STEPS_KEY,
+from orchestration.names import (BUDGET_ITERS, FULLY_TRAINED, RESULT_COLLAPSED, RESULT_STILL_IMPROVING, STEP_KEY, TAG_CHECKPOINT, TOTAL_STEPS_KEY,
                                  VAL_PREFIX, WORLD_SIZE_KEY)
+from rrn_core.convergence import assess
 from rrn_core.loop import TrainHooks
 
 
@@ -38,6 +40,7 @@ class ReportHooks(TrainHooks):
         self._scheme = storage_scheme
         self._train: dict[str, float] = {}
         self.final_reported = False   # the run's last evaluation reached Ray
+        self._evals: dict[int, float] = {}
 
     def on_start(self, facts: dict[str, Any]) -> None:
         """The loop resolved the budget (an epoch budget is known only now)."""
@@ -64,6 +67,11 @@ class ReportHooks(TrainHooks):
         metrics[STEP_KEY] = float(step)
         metrics[TOTAL_STEPS_KEY] = float(self._total)
         metrics[FULLY_TRAINED] = float(step >= self._total)
+        self._evals[step] = result.miou
+        if step >= self._total:
+            evals = getattr(self._tracker, "_evals", None) or self._evals  # the tracker's include a resume's past
+            verdict = assess(sorted(evals.items()), self._total).still_improving
+            metrics[RESULT_STILL_IMPROVING] = math.nan if verdict is None else float(verdict)
         metrics[WORLD_SIZE_KEY] = float(_world_size())
         checkpoint = None
         if self._is_main and checkpoint_dir is not None:

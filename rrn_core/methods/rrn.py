@@ -30,7 +30,8 @@ from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss, eff
                                      feature_matching_loss, linear_rampup, local_selection_loss, one_hot,
                                      per_region_ce, region_accuracy_bce, region_agreement, region_reliability,
                                      region_scores_to_pixels, threshold_regions, top_fraction_regions)
-from rrn_core.methods.signals import critic_auroc, pseudo_label_accuracy, region_accuracy
+from rrn_core.methods.signals import (critic_auroc, loss_shares, pseudo_label_accuracy, region_accuracy,
+                                      selection_disagreement)
 from rrn_core.models.discriminator import DiscriminatorConfig, build_discriminator
 
 # The critic_auroc signal's definition of a good region: pseudo-labels right on >= 90 %.
@@ -206,6 +207,7 @@ class RRN(Method):
 
         ramp = unsup_weight(self.mcfg, ctx)
         scalars["unsup_ramp"] = torch.tensor(ramp)
+        terms: dict[str, Tensor] = {}   # each unlabeled term as it enters the loss (before the ramp)
         cross_sup = t.cps
         unsup = x_l.new_zeros(())
         if self_training:
@@ -221,13 +223,17 @@ class RRN(Method):
             select = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], keep[k], mc.select_per)
                          for k in (0, 1))
             scalars["loss_select"] = select.detach()
+            scalars["select_vs_cps_disagree"] = selection_disagreement(t.pseudo, keep, valid)
+            terms["select"] = mc.w_select * select
             unsup = unsup + mc.w_select * select
             if other is not None:
                 both = [region_scores_to_pixels(trusted_own[k] & self.trusted(other[k]), size) for k in (0, 1)]
                 cross = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], both[k], mc.select_per)
                             for k in (0, 1))
                 scalars["loss_cross"] = cross.detach()
+                terms["cross"] = mc.w_select * cross
                 unsup = unsup + mc.w_select * cross
+        terms["cps"] = mc.w_cps * cross_sup
         unsup = unsup + mc.w_cps * cross_sup
 
         # Step 7: feature matching through frozen critics.
@@ -240,8 +246,10 @@ class RRN(Method):
                         feat_real = critics[k](real, image_l)[1]
                     fm = fm + feature_matching_loss(feat_real, critics[k](probs[k], image_m)[1])
             scalars["loss_fm"] = fm.detach()
+            terms["fm"] = mc.w_fm * fm
             unsup = unsup + mc.w_fm * fm
         loss = t.sup + ramp * unsup
+        scalars.update(loss_shares(t.sup, {k: ramp * v for k, v in terms.items()}))
 
         disc_loss = self.critic_loss(real, y_l, probs, t, image_l, image_m)
         scalars["loss_disc"] = disc_loss.detach()

@@ -9,6 +9,8 @@ dashboard shows a gap instead of a fake number.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -63,3 +65,27 @@ def critic_auroc(scores: Tensor, pseudo: Tensor, gt: Tensor, regions_per_side: i
     least `good_accuracy` from the rest; regions without known ground truth are left out."""
     acc, known = region_accuracy(pseudo, gt, regions_per_side)
     return binary_auroc(scores, acc >= good_accuracy, known)
+
+
+def selection_disagreement(pseudo: Sequence[Tensor], keep: Sequence[Tensor], valid: Tensor) -> Tensor:
+    """How often the selection loss and CPS pull a branch two ways: the share of kept
+    pixels where branch k's own pseudo-label (the selection target) differs from the
+    other branch's (k's CPS target), averaged over the two branches.
+
+    Near 0, the selection terms repeat what cross supervision already teaches; large,
+    they pull each branch towards its own, other answer on the pixels its critic trusts.
+    """
+    shares = []
+    for k in (0, 1):
+        kept = keep[k] & valid
+        differ = (pseudo[k] != pseudo[1 - k]) & kept
+        shares.append(differ.sum().float() / kept.sum().clamp(min=1).float())
+    return torch.stack(shares).mean()
+
+
+def loss_shares(supervised: Tensor, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`share_<term>`: each term's part of the total loss |term| / (|sup| + sum |terms|),
+    detached: which of a method's terms actually carries its gradient signal."""
+    parts = {"sup": supervised.detach().abs(), **{k: v.detach().abs() for k, v in terms.items()}}
+    total = torch.stack(list(parts.values())).sum().clamp(min=1e-12)
+    return {f"share_{name}": value / total for name, value in parts.items()}
