@@ -57,6 +57,9 @@ def amount_text(x: str, value: Any) -> str:
 # --------------------------------------------------------------------------- display frames
 
 
+BEST_MARK = "best*"
+BEST_NOTE = ("best*: a trial's best evaluation, picked on the validation set it is measured on "
+             "(optimistic); every comparison uses `final`")
 GROUP_TITLE = ("by method and label amount: final mIoU, mean ± 95 % t half-width over seeds; "
                "impr.: trials still improving at the end; TFLOP per trial")
 
@@ -139,7 +142,7 @@ def trial_display(df: pd.DataFrame, wide: bool = False) -> pd.DataFrame:
             out[short_key(key)] = "-" if value is None or (isinstance(value, float) and
                                                           math.isnan(value)) \
                 else value_text(value, digits.get(key, 3))
-        out["mIoU best" if show_final else "mIoU"] = _num(row["miou_best"])
+        out[BEST_MARK if show_final else "mIoU"] = _num(row["miou_best"])
         if show_final:
             out["final"] = _num(row["miou_final"])
         out["evals"] = _num(row["evals"])
@@ -185,6 +188,8 @@ def print_report(console: Any, df: pd.DataFrame, title: str) -> None:
     trials = trial_display(df)
     prefix = trials.attrs.get("id_prefix")
     console.print(rich_table(trials, "trials" + (f" (ids {prefix}...)" if prefix else "")))
+    if BEST_MARK in trials.columns:
+        console.print(BEST_NOTE, highlight=False)
     if df["collapsed"].any():
         console.print(f"[red]{int(df['collapsed'].sum())} trial(s) {escape(collapse_note())}[/]")
     evidence = sweep_evidence(df)
@@ -235,7 +240,10 @@ def report_markdown(df: pd.DataFrame, title: str) -> str:
     if not groups.empty:
         parts += [f"## {GROUP_TITLE[0].upper()}{GROUP_TITLE[1:]}\n", to_markdown(groups)]
     parts += ["## Verdicts\n", "\n".join(f"- {line}" for line in evidence_lines(df)) + "\n"]
-    parts += ["## Trials\n", to_markdown(trial_display(df, wide=True))]
+    trials = trial_display(df, wide=True)
+    parts += ["## Trials\n", to_markdown(trials)]
+    if BEST_MARK in trials.columns:
+        parts.append(f"{BEST_NOTE}\n")
     if df["collapsed"].any():
         parts.append(f"**{int(df['collapsed'].sum())} trial(s) {collapse_note()}.**\n")
     return "\n".join(parts)

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode
 from mlflow import MlflowClient
 
 from orchestration.tracking.store import find_runs_by_tags
-from orchestration.names import (METRIC_DOMINANT_SHARE, METRIC_MIOU, ROLE_SWEEP, TAG_COLLAPSED, TAG_LABEL_COUNT,
+from orchestration.names import (METRIC_DOMINANT_SHARE, METRIC_MIOU, ROLE_SWEEP, TAG_COLLAPSED, TAG_LABEL_COUNT, TAG_STILL_IMPROVING,
                                  TAG_LABEL_RATIO, TAG_METHOD, TAG_ROLE, TAG_SEED, TAG_SHARED_VIEW_PREFIX,
                                  TAG_SWEEP)
 
@@ -52,7 +52,7 @@ def view_state(sweep: str, metric: str, mode: str, searched: Sequence[str],
         columns.append(_column("metrics", METRIC_MIOU))
     columns += [_column("metrics", METRIC_DOMINANT_SHARE)]
     amount = TAG_LABEL_COUNT if by_count else TAG_LABEL_RATIO
-    columns += [_column("tags", key) for key in (TAG_METHOD, TAG_COLLAPSED, amount, TAG_SEED)]
+    columns += [_column("tags", key) for key in (TAG_METHOD, TAG_COLLAPSED, TAG_STILL_IMPROVING, amount, TAG_SEED)]
     columns += [_column("params", key) for key in searched]
     return {"searchFilter": f"tags.`{TAG_SWEEP}` = '{sweep}'",
             "orderByKey": _column("metrics", metric), "orderByAsc": mode == "min",
