@@ -10,6 +10,9 @@ user can act on, instead of a bare PIL or numpy error deep inside a DataLoader.
 from __future__ import annotations
 
 import io
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,27 @@ from rrn_core.errors import UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
+#: The environment variable that sets the largest image (width x height) any reader
+#: decodes; the default is Pillow's own (89,478,485 pixels, about 9459 x 9459).
+MAX_PIXELS_ENV = "RRN_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+def max_image_pixels() -> int:
+    """The pixel limit: RRN_MAX_IMAGE_PIXELS when set to a positive integer, else the
+    default. A PNG of a few KB can declare 30000 x 30000 pixels (a "decompression
+    bomb", gigabytes once decoded), so every image is measured from its header first."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DataError(f"{MAX_PIXELS_ENV}={raw!r}: must be a positive whole number of pixels")
+    return value
+
 
 class DataError(UserError):
     """A data set problem; the message always names the file (and line) at fault."""
@@ -30,10 +54,17 @@ def open_image_file(path: Path) -> Image.Image:
     """Open and fully decode a file, so truncated files fail here and not later."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    limit = max_image_pixels()
     try:
-        img = Image.open(path)
+        img = _open_within(path, limit)
+    except Image.DecompressionBombError as err:
+        raise DataError(_too_large(path, _declared_pixels(err), limit)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise DataError(_too_large(path, img.size, limit))
     try:
         img.load()
     except (OSError, SyntaxError, ValueError) as err:
@@ -43,6 +74,32 @@ def open_image_file(path: Path) -> Image.Image:
         return img
     with img:                  # multi-frame formats (GIF) keep the file open: copy the frame, close
         return img.copy()
+
+
+def _open_within(path: Path, limit: int) -> Image.Image:
+    """Image.open (the header only) with Pillow's own bomb check on our limit: Pillow
+    refuses above twice it and warns between (the caller refuses those, so the warning
+    is silenced once, below). Pillow reads the limit from a module global, hence per call."""
+    Image.MAX_IMAGE_PIXELS = limit
+    return Image.open(path)
+
+
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _declared_pixels(err: Exception) -> int | None:
+    """The pixel count Pillow's refusal names ("Image size (900000000 pixels) exceeds ...")."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    return int(found.group(1)) if found else None
+
+
+def _too_large(path: Path, size: tuple[int, int] | int | None, limit: int) -> str:
+    if isinstance(size, tuple):
+        shown = f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels"
+    else:
+        shown = f"{size:,} pixels" if size else "its declared size"
+    return (f"{path}: image too large to decode: {shown} is over the limit of {limit:,} pixels "
+            f"(a decompression bomb, or an image to shrink first; the limit is {MAX_PIXELS_ENV})")
 
 
 def _holds_file(img: Image.Image) -> bool:

@@ -8,6 +8,8 @@ world (a tiny data set, a config, a space, a trained checkpoint) is the table's.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from test_bad_input import (GOOD_CONFIG, Row, Setup, World, case_config, copy_data, first_id,  # noqa: F401
+from test_bad_input import (GOOD_CONFIG, Row, Setup, World, argv, case_config, copy_data, first_id,  # noqa: F401
                             space_tree, world, write_file, write_yaml)
 from test_bad_input import test_bad_input_is_refused as refused_like_the_table
 
@@ -78,6 +80,64 @@ def _samples_past_the_limit(w: World, case: Path) -> tuple[list[str], list[str]]
     return ["space", "validate", str(path)], ["space.yaml", "num_samples", "10,100 trials"]
 
 
+# --------------------------------------------------------------------------- 8: decompression bombs
+
+
+def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A real 1-bit PNG of width x height, all black: 109 KB on disk at 30000 x 30000,
+    900 million pixels (gigabytes) once decoded. Written row by row: no big buffer."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (width + 7) // 8)
+    packer = zlib.compressobj(9)
+    parts = [packer.compress(row * 1000) for _ in range(height // 1000)]
+    parts += [packer.compress(row * (height % 1000)), packer.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def defect_bomb_image(data: Path, split: str = "train") -> str:
+    sid = first_id(data, split)
+    (data / "JPEGImages" / f"{sid}.jpg").write_bytes(png_bomb())
+    return f"{sid}.jpg"
+
+
+def _data_check_bomb(w: World, case: Path) -> tuple[list[str], list[str]]:
+    data = copy_data(w, case)
+    return ["data", "check", str(data)], [defect_bomb_image(data), "too large", "RRN_MAX_IMAGE_PIXELS"]
+
+
+def _train_bomb(w: World, case: Path) -> tuple[list[str], list[str]]:
+    cfg = case_config(w, case)
+    return ["train", str(cfg), "--no-track"], [defect_bomb_image(case / "data"), "too large"]
+
+
+def _sweep_bomb(w: World, case: Path) -> tuple[list[str], list[str]]:
+    cfg = case_config(w, case)
+    name = defect_bomb_image(case / "data")
+    tree = space_tree(w.root)
+    tree["base_config"] = str(cfg)
+    return ["sweep", str(write_yaml(case / "space.yaml", tree))], [name, "too large"]
+
+
+def _eval_bomb(w: World, case: Path) -> tuple[list[str], list[str]]:
+    data = copy_data(w, case)
+    name = defect_bomb_image(data, "val")
+    return ["eval", str(w.checkpoint), "--set", f"data.root={data}"], [name, "too large"]
+
+
+def _predict_bomb(w: World, case: Path) -> tuple[list[str], list[str]]:
+    bomb = write_file(case, "huge.png", png_bomb())
+    return (["predict", str(w.checkpoint), str(w.image), str(bomb), "-o", str(case / "pred")],
+            ["huge.png", "900,000,000 pixels", "too large"])
+
+
+def _predict_pixel_limit(w: World, case: Path) -> tuple[list[str], list[str]]:
+    return (["predict", str(w.checkpoint), str(w.image), "-o", str(case / "pred")],
+            [w.image.name, "1,000 pixels", "RRN_MAX_IMAGE_PIXELS"])
+
+
 ROWS: list[Row] = [
     # ---- 7: what a file expands to, refused before it is expanded
     Row("space-alias-bomb", _space_alias_bomb),
@@ -86,6 +146,16 @@ ROWS: list[Row] = [
     Row("space-recursive-alias", _recursive_alias),
     Row("sweep-grid-million-points", _grid_of_a_million),
     Row("space-trials-past-limit", _samples_past_the_limit),
+    # ---- 8: a 109 KB PNG of 30000 x 30000 pixels, wherever an image is read
+    Row("data-check-decompression-bomb", _data_check_bomb),
+    Row("train-decompression-bomb", _train_bomb),
+    Row("sweep-decompression-bomb", _sweep_bomb),
+    Row("eval-decompression-bomb", _eval_bomb),
+    Row("predict-decompression-bomb", _predict_bomb),
+    Row("predict-pixel-limit-set", _predict_pixel_limit, env={"RRN_MAX_IMAGE_PIXELS": "1000"}),
+    Row("predict-pixel-limit-not-a-number", argv("predict", "{ckpt}", "{img}", "-o", "{case}/pred",
+                                                 names=["RRN_MAX_IMAGE_PIXELS", "'lots'"]),
+        env={"RRN_MAX_IMAGE_PIXELS": "lots"}),
 ]
 
 
