@@ -47,7 +47,7 @@ def _config_from_checkpoint(checkpoint: str, config: Path | None, overrides: lis
     """A checkpoint carries its run config, so eval/predict need nothing else; the
     checkpoint, the config and the data it reads are checked before anything runs."""
     from rrn_core.config import build_config, parse_override
-    from rrn_core.run_checks import raise_problems, read_checkpoint, run_problems
+    from rrn_core.run_checks import checkpoint_method_problem, raise_problems, read_checkpoint, run_problems
 
     with user_errors():
         state = read_checkpoint(checkpoint, storage_options)
@@ -55,7 +55,8 @@ def _config_from_checkpoint(checkpoint: str, config: Path | None, overrides: lis
         source = f"{checkpoint} (its run config)" if config is None else str(config)
         cfg = (load_run_config(config, overrides) if config
                else build_config(state["config"], pairs, source=source))
-        raise_problems(source, run_problems(cfg, data=data, output=False))
+        fit = checkpoint_method_problem(state, cfg)
+        raise_problems(source, ([fit] if fit else []) + run_problems(cfg, data=data, output=False))
     return cfg, state
 
 
@@ -149,7 +150,7 @@ def _branches_from_state(cfg, state, device):
     method = build_method(cfg, cfg.data.num_classes)
     try:
         load_model_state(method, state["model"])
-    except (RuntimeError, KeyError, TypeError, AttributeError) as err:
+    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise UserError(f"the checkpoint's model does not fit its config (method.name "
                         f"{cfg.method.name!r}, model.backbone {cfg.model.backbone!r}): {reason}") from None

@@ -259,3 +259,32 @@ def read_checkpoint(target: str, storage_options: Mapping[str, Any] | None = Non
     if not isinstance(state["config"], dict):
         raise PreflightError(f"{url}: not an rrn checkpoint ('config' is not a mapping)")
     return state
+
+
+def checkpoint_method_problem(state: Mapping[str, Any], cfg: RunConfig) -> str | None:
+    """Whether the checkpoint holds the networks `cfg`'s method builds (None: it does).
+
+    Evaluation and prediction read the method's segmentation branches (the mean of
+    their softmax); a checkpoint fits any method with as many branches and critics as
+    it holds (a fixmatch checkpoint evaluates as supervised: both are one segmenter),
+    and no other: an rrn or cps checkpoint holds two branches, supervised builds one.
+    """
+    model = state.get("model")
+    held = model if isinstance(model, Mapping) else {}
+    branches, critics = held.get("branches"), held.get("discriminators")
+    if not isinstance(branches, list) or not isinstance(critics, list):
+        return "model: the checkpoint's model has no branch list (not written by rrn train)"
+    cls = method_class(cfg.method.name)
+    if (len(branches), len(critics)) == (cls.num_branches, cls.num_critics):
+        return None
+    section = state.get("config")
+    section = section.get("method") if isinstance(section, Mapping) else None
+    trained = section.get("name", "another method") if isinstance(section, Mapping) else "another method"
+    return (f"method.name: {cfg.method.name!r} builds {_count(cls.num_branches, 'branch')} and "
+            f"{_count(cls.num_critics, 'critic')}, but the checkpoint ({trained!r}) holds "
+            f"{_count(len(branches), 'branch')} and {_count(len(critics), 'critic')}: evaluate "
+            f"it as {trained!r} (drop the method.name override or use a config of that method)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else ("es" if noun.endswith("ch") else "s"))

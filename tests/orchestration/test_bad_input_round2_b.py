@@ -138,6 +138,15 @@ def _predict_pixel_limit(w: World, case: Path) -> tuple[list[str], list[str]]:
             [w.image.name, "1,000 pixels", "RRN_MAX_IMAGE_PIXELS"])
 
 
+# --------------------------------------------------------------------------- 9: another method's checkpoint
+
+
+def _predict_config_other_method(w: World, case: Path) -> tuple[list[str], list[str]]:
+    cfg = case_config(w, case, method={"name": "supervised"})
+    return (["predict", str(w.checkpoint), str(w.image), "-o", str(case / "pred"), "--config", str(cfg)],
+            ["cfg.yaml", "method.name", "'supervised' builds 1 branch", "holds 2 branches"])
+
+
 ROWS: list[Row] = [
     # ---- 7: what a file expands to, refused before it is expanded
     Row("space-alias-bomb", _space_alias_bomb),
@@ -156,6 +165,13 @@ ROWS: list[Row] = [
     Row("predict-pixel-limit-not-a-number", argv("predict", "{ckpt}", "{img}", "-o", "{case}/pred",
                                                  names=["RRN_MAX_IMAGE_PIXELS", "'lots'"]),
         env={"RRN_MAX_IMAGE_PIXELS": "lots"}),
+    # ---- 9: the world's checkpoint is a cps run (2 branches, no critic)
+    Row("eval-ckpt-as-supervised", argv("eval", "{ckpt}", "--set", "method.name=supervised",
+                                        names=["method.name", "'supervised' builds 1 branch",
+                                               "holds 2 branches", "'cps'"])),
+    Row("eval-ckpt-as-rrn", argv("eval", "{ckpt}", "--set", "method.name=rrn",
+                                 names=["method.name", "2 critics", "0 critics", "'cps'"])),
+    Row("predict-config-of-other-method", _predict_config_other_method),
 ]
 
 
@@ -163,3 +179,21 @@ ROWS: list[Row] = [
 def test_bad_input_is_refused_round2_b(row: Row, world: World, request: pytest.FixtureRequest,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     refused_like_the_table(row, world, request, monkeypatch)
+
+
+def test_a_checkpoint_fits_every_method_of_its_shape() -> None:
+    """The rule item 9 settled on: a checkpoint evaluates under any method with as many
+    branches and critics as it holds (fixmatch and supervised: one segmenter), no other."""
+    from rrn_core.config import build_config
+    from rrn_core.run_checks import checkpoint_method_problem
+
+    def cfg(method: str) -> Any:
+        return build_config({"data": {"root": ".", "num_classes": 2}, "method": {"name": method}})
+
+    one = {"config": {"method": {"name": "fixmatch"}}, "model": {"branches": [{}], "discriminators": []}}
+    assert checkpoint_method_problem(one, cfg("supervised")) is None
+    assert checkpoint_method_problem(one, cfg("fixmatch")) is None
+    assert "'fixmatch'" in (checkpoint_method_problem(one, cfg("cps")) or "")
+    two = {"config": {"method": {"name": "rrn"}}, "model": {"branches": [{}, {}], "discriminators": [{}, {}]}}
+    assert checkpoint_method_problem(two, cfg("rrn")) is None
+    assert "holds 2 branches and 2 critics" in (checkpoint_method_problem(two, cfg("cps")) or "")
