@@ -60,8 +60,9 @@ def train_command(
             console.print(f"step {step}: mIoU {result.miou:.4f}  pixel acc {result.pixel_acc:.4f}"
                           f"  checkpoint {checkpoint_dir}{flag}")
 
-    hooks, close, run_id = standalone_hooks(cfg, track=track, tracking_uri=tracking_uri,
-                                            experiment=experiment, extra=[PrintEvaluations()])
+    with user_errors():  # a store that cannot be created (a full disk): one message, no half-made db
+        hooks, close, run_id = standalone_hooks(cfg, track=track, tracking_uri=tracking_uri,
+                                                experiment=experiment, extra=[PrintEvaluations()])
     if run_id:
         console.print(f"MLflow run {run_id} (experiment {experiment}); `rrn ui` to browse")
     status = "FAILED"
