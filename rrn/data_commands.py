@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from rrn import console
-from rrn.console import cli_app, err, fail, out
+from rrn.console import cli_app, err, escape, fail, out
 
 if TYPE_CHECKING:
     from rrn_core.config_sections import DataConfig
@@ -210,12 +210,12 @@ def stats(
                     done += 1
                     progress(done, total)
         fingerprint = dataset_fingerprint(cfg)
-    table = Table(title=f"{cfg.root} ({cfg.layout}, fingerprint {fingerprint})")
+    table = Table(title=escape(f"{cfg.root} ({cfg.layout}, fingerprint {fingerprint})"))
     table.add_column("class")
     for subset, samples in subsets.items():
         table.add_column(f"{subset} ({len(samples)} images) %", justify="right")
     for i, name in enumerate([*names, "ignore (255)"]):
-        table.add_row(name, *(f"{100 * c[i] / max(1, c.sum()):.2f}" for c in counts.values()))
+        table.add_row(escape(name), *(f"{100 * c[i] / max(1, c.sum()):.2f}" for c in counts.values()))
     out.print(table)
     for subset, shapes in sizes.items():
         if shapes:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rrn.console import console, fail, out, user_errors
+from rrn.console import console, escape, fail, out, user_errors
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
@@ -139,7 +139,7 @@ def predict_command(
             pred = predict_probs(branches, x, cfg.data.num_classes, cfg.eval).argmax(1)[0].cpu().numpy()
         overlay(rgb, pred, cfg.data.num_classes).save(out / f"{path.stem}_overlay.png")
         colorize(pred).save(out / f"{path.stem}_mask.png")
-        console.print(f"{path} -> {out / (path.stem + '_overlay.png')}", highlight=False)
+        console.print(escape(f"{path} -> {out / (path.stem + '_overlay.png')}"), highlight=False)
 
 
 def _branches_from_state(cfg, state, device):
@@ -166,7 +166,7 @@ def print_eval(result) -> None:
     table.add_column("class")
     table.add_column("IoU", justify="right")
     for name, iou in zip(result.class_names, result.per_class_iou):
-        table.add_row(name, "-" if math.isnan(iou) else f"{iou:.4f}")
+        table.add_row(escape(name), "-" if math.isnan(iou) else f"{iou:.4f}")
     out.print(table)
 
 
@@ -185,7 +185,7 @@ def untracked_train_command(
     class PrintEvaluations(TrainHooks):
         def on_evaluation(self, step, result, checkpoint_dir):
             console.print(f"step {step}: mIoU {result.miou:.4f}  pixel acc {result.pixel_acc:.4f}"
-                          f"  checkpoint {checkpoint_dir}")
+                          f"  checkpoint {escape(str(checkpoint_dir))}")
 
     with user_errors():
         result = train(cfg, PrintEvaluations())

@@ -109,7 +109,7 @@ def _print_outcome(outcome: Any) -> None:
         from orchestration.report.formats import collapse_note
 
         out.print(f"[red]{collapsed} trial(s) {escape(collapse_note())}[/]")
-    out.print(f"results  {outcome.experiment_path}")
+    out.print(f"results  {escape(outcome.experiment_path)}")
     if outcome.parent_run_id:
         out.print(f"MLflow   parent run {outcome.parent_run_id}: `rrn ui {outcome.name}` to browse, "
                   f"`rrn report {outcome.name}` for the summary table and plots")

@@ -258,6 +258,55 @@ def test_a_store_made_on_a_full_disk_leaves_no_database(world: World) -> None:
         assert not list(home.iterdir())
 
 
+# --------------------------------------------------------------------------- 11: user text is not markup
+
+#: Class and file names a rich console would read as markup (a closing tag alone is
+#: a MarkupError; `[moving]` vanished as an unknown style).
+MARKUP_NAMES = ["background", "[/bold]", "vehicle [moving]", "[red]tree[/red]"]
+
+
+def run_cli(args: list[str], world: World, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from typer.testing import CliRunner
+
+    from rrn.cli import app
+
+    monkeypatch.setenv("RRN_HOME", str(world.root / "home"))
+    monkeypatch.chdir(world.root)
+    return CliRunner().invoke(app, args)
+
+
+def test_class_names_are_printed_as_written(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rrn data stats` and `rrn eval` print every class name verbatim (issue 23 #11)."""
+    case = world.case_dir("markup-class-names")
+    data = copy_data(world, case)
+    (data / "classes.txt").write_text("\n".join(MARKUP_NAMES) + "\n")
+    for args in (["data", "stats", str(data)],
+                 ["eval", str(world.checkpoint), "--set", f"data.root={data}"]):
+        result = run_cli(args, world, monkeypatch)
+        assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
+        assert "Traceback" not in result.output
+        for name in MARKUP_NAMES:
+            assert name in result.output, f"{args}: {name!r} not printed:\n{result.output}"
+
+
+def test_image_names_with_brackets_are_predicted_and_named(world: World,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rrn predict` on files named like markup: every output written, every name printed."""
+    case = world.case_dir("markup-image-names")
+    names = ["a[red].jpg", "[bold].jpg", "b [x].jpg", "in[/c.jpg"]   # in[/c: "[/" opens a closing tag
+    (case / "in[").mkdir(exist_ok=True)
+    for name in names:
+        shutil.copyfile(world.image, case / name)
+    result = run_cli(["predict", str(world.checkpoint), *(str(case / n) for n in names),
+                      "-o", str(case / "pred")], world, monkeypatch)
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    for name in names:
+        assert f"{case / name} -> {case / 'pred'}" in result.output, result.output
+        stem = Path(name).stem
+        assert (case / "pred" / f"{stem}_overlay.png").is_file()
+        assert (case / "pred" / f"{stem}_mask.png").is_file()
+
+
 ROWS: list[Row] = [
     # ---- 7: what a file expands to, refused before it is expanded
     Row("space-alias-bomb", _space_alias_bomb),
