@@ -79,7 +79,9 @@ def data_config(target: Path, layout: str | None, num_classes: int | None, mask_
     if num_classes is None:
         names = target / "classes.txt"
         if names.is_file():
-            num_classes = len([n for n in names.read_text().splitlines() if n.strip()])
+            from rrn_core.data.image_files import read_text_lines
+
+            num_classes = len([n for _, n in read_text_lines(names, "class names file") if n])
         else:
             num_classes = 19 if layout == "cityscapes" else 21
     return DataConfig(root=str(target.expanduser().resolve()), layout=layout, num_classes=num_classes,

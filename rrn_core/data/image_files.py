@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -156,17 +157,45 @@ def check_same_size(image: Image.Image, mask: np.ndarray, image_path: Path, mask
         )
 
 
+def read_text_lines(path: Path, what: str) -> list[tuple[int, str]]:
+    """(line number, stripped line) of a UTF-8 text file a user wrote (split file,
+    classes.txt), refused rather than read as something else: a file in another
+    encoding (UTF-16, Latin-1) or one line holding an invisible character (a
+    byte-order mark, a zero-width or no-break space, a control character) names the
+    file, the line and the character. Such a character makes an id or class name
+    that looks right and matches nothing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {err.start}: "
+                        f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read {what} ({err})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        for char in line:
+            if _invisible(char):
+                name = unicodedata.name(char, "a control character")
+                bom = ", a byte-order mark: save the file as UTF-8 without BOM" if char == "\ufeff" else ""
+                raise DataError(f"{path}:{number}: invisible character U+{ord(char):04X} ({name}{bom}) "
+                                f"in {line.strip()!r}; {what} entries are plain text")
+        rows.append((number, line.strip()))
+    return rows
+
+
+def _invisible(char: str) -> bool:
+    """A character a text editor does not show: format and control characters (tab
+    aside), and spaces other than the plain one."""
+    category = unicodedata.category(char)
+    return (category in ("Cf", "Cc", "Co", "Cn") and char != "\t") or (category == "Zs" and char != " ")
+
+
 def read_split_lines(path: Path) -> list[tuple[int, list[str]]]:
     """Non-empty, non-comment lines of a split file as (line number, tokens)."""
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read split file ({err})") from None
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
+    for number, line in read_text_lines(path, "split file"):
         if not line or line.startswith("#"):
             continue
         tokens = line.split()

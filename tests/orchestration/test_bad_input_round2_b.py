@@ -307,6 +307,62 @@ def test_image_names_with_brackets_are_predicted_and_named(world: World,
         assert (case / "pred" / f"{stem}_mask.png").is_file()
 
 
+# --------------------------------------------------------------------------- 13: checks a user expects
+
+
+def _split_file(data: Path, split: str = "train") -> Path:
+    return data / "ImageSets" / "Segmentation" / f"{split}.txt"
+
+
+def defect_val_leak(data: Path) -> str:
+    with _split_file(data, "val").open("a") as handle:
+        handle.write(first_id(data, "train") + "\n")
+    return "val.txt"
+
+
+def defect_train_masks_ignored(data: Path) -> str:
+    for sid in _split_file(data).read_text().split():
+        path = data / "SegmentationClass" / f"{sid}.png"
+        Image.new("L", Image.open(path).size, 255).save(path)
+    return "train.txt"
+
+
+def defect_repeated_class(data: Path) -> str:
+    (data / "classes.txt").write_text("background\nroad\ncar\nroad\n")
+    return "classes.txt"
+
+
+def defect_split_utf16(data: Path) -> str:
+    path = _split_file(data)
+    path.write_text(path.read_text(), encoding="utf-16")
+    return "train.txt"
+
+
+def defect_split_bom(data: Path) -> str:
+    path = _split_file(data)
+    path.write_text("\ufeff" + path.read_text(), encoding="utf-8")
+    return "train.txt"
+
+
+def defect_class_zero_width(data: Path) -> str:
+    (data / "classes.txt").write_text("background\nro\u200bad\ncar\nsky\n")
+    return "classes.txt"
+
+
+def data_check_on(defect: Callable[[Path], str], *names: str) -> Setup:
+    def setup(w: World, case: Path) -> tuple[list[str], list[str]]:
+        data = copy_data(w, case)
+        return ["data", "check", str(data)], [defect(data), *names]
+    return setup
+
+
+def train_on_defect(defect: Callable[[Path], str], *names: str) -> Setup:
+    def setup(w: World, case: Path) -> tuple[list[str], list[str]]:
+        cfg = case_config(w, case)
+        return ["train", str(cfg), "--no-track"], [defect(case / "data"), *names]
+    return setup
+
+
 ROWS: list[Row] = [
     # ---- 7: what a file expands to, refused before it is expanded
     Row("space-alias-bomb", _space_alias_bomb),
@@ -332,6 +388,19 @@ ROWS: list[Row] = [
     Row("eval-ckpt-as-rrn", argv("eval", "{ckpt}", "--set", "method.name=rrn",
                                  names=["method.name", "2 critics", "0 critics", "'cps'"])),
     Row("predict-config-of-other-method", _predict_config_other_method),
+    # ---- 13: data that reads but cannot train or measure, and text files that are not what they claim
+    Row("data-check-val-leak", data_check_on(defect_val_leak, "train.txt", "leak")),
+    Row("train-val-leak", train_on_defect(defect_val_leak, "leak")),
+    Row("data-check-train-masks-all-ignore", data_check_on(defect_train_masks_ignored, "all 255",
+                                                           "nothing to learn")),
+    Row("train-masks-all-ignore", train_on_defect(defect_train_masks_ignored, "nothing to learn")),
+    Row("data-check-repeated-class-name", data_check_on(defect_repeated_class, "'road'", "more than once")),
+    Row("train-repeated-class-name", train_on_defect(defect_repeated_class, "'road'")),
+    Row("data-check-split-utf16", data_check_on(defect_split_utf16, "not UTF-8")),
+    Row("data-check-split-bom", data_check_on(defect_split_bom, ":1:", "U+FEFF", "byte-order mark")),
+    Row("data-check-class-zero-width", data_check_on(defect_class_zero_width, ":2:", "U+200B",
+                                                     "ZERO WIDTH SPACE")),
+    Row("train-class-zero-width", train_on_defect(defect_class_zero_width, "U+200B")),
 ]
 
 
