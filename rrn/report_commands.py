@@ -120,8 +120,8 @@ def report(
         sys.stdout.flush()
         paths = console.err
     # whole paths, to copy and paste
-    for label, key in (("table", "csv"), ("page ", "html"), ("plot ", "png"), ("plot ", "class_iou")):
-        paths.print(f"{label}: {escape(str(files[key]))}", soft_wrap=True, highlight=False)
+    for label, key in (("table:", "csv"), ("page: ", "html"), ("plot: ", "png"), ("plot: ", "class_iou")):
+        paths.print(f"{label} {escape(str(files[key]))}", soft_wrap=True, highlight=False)
 
 
 def _port_free(host: str, port: int) -> bool:
