@@ -29,6 +29,7 @@ from orchestration.storage import filesystems
 from rrn_core.config import RunConfig, apply_overrides, error_lines
 from rrn_core.field_messages import field_message
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
+from rrn_core.yaml_files import YamlLimitError, read_yaml_file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
@@ -157,7 +158,9 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise SpaceError(f"{path}: {what} not found")
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = read_yaml_file(path)
+    except YamlLimitError as err:
+        raise SpaceError(f"{path}: refused: {err}") from None
     except yaml.YAMLError as err:
         raise SpaceError(f"{path}: not valid YAML: {err}") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -6,6 +6,7 @@ and `field_problem`, which checks a dotted key against the RunConfig of every me
 
 from __future__ import annotations
 
+import math
 import re
 from difflib import get_close_matches
 from types import UnionType
@@ -32,6 +33,12 @@ SAMPLERS = {
 }
 #: `method.name: all` on a grid: every method of rrn_core/methods/table.py, in its order.
 ALL_METHODS = "all"
+#: Most grid points a space may cross (counted before `exclude`, by multiplying the
+#: axes' lengths: never by enumerating them). Each point is an Optuna study of its own
+#: and every point's configs are built and checked before a sweep starts.
+MAX_GRID_POINTS = 1_000
+#: Most trials a space may ask for: grid points (before `exclude`) x num_samples.
+MAX_TRIALS = 10_000
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 class SpaceError(ValueError):
     """A search space that cannot run; the message names the file and the field."""
@@ -199,6 +206,19 @@ class SweepSpace(_Strict):
         if isinstance(grid, dict) and grid.get(METHOD_NAME_KEY) == ALL_METHODS:
             return {**grid, METHOD_NAME_KEY: list(METHODS)}
         return grid
+
+    @model_validator(mode="after")
+    def _runnable_size(self) -> SweepSpace:
+        """Refuse what could never run before anything expands it (see MAX_GRID_POINTS)."""
+        points = math.prod(len(values) for values in self.grid.values())
+        lengths = " x ".join(str(len(values)) for values in self.grid.values()) or "1"
+        if points > MAX_GRID_POINTS:
+            raise ValueError(f"grid: {lengths} = {points:,} grid points; at most {MAX_GRID_POINTS:,} "
+                             "(counted before exclude)")
+        if points * self.num_samples > MAX_TRIALS:
+            raise ValueError(f"num_samples: {points:,} grid point(s) x {self.num_samples:,} samples = "
+                             f"{points * self.num_samples:,} trials; at most {MAX_TRIALS:,}")
+        return self
 
     @model_validator(mode="after")
     def _one_base(self) -> SweepSpace:

@@ -6,7 +6,10 @@ A user error (bad config or space field, broken data file, unreachable store,
 unsatisfiable resources) prints one message on stderr that names the file and
 the field, and the command exits with code 2: no traceback, nothing written.
 Messages are printed without hard wrapping, so a long path stays one greppable
-string in a terminal or a job log.
+string in a terminal or a job log. Text a user wrote (class names, file and folder
+names, paths, ids) goes through `escape` wherever it meets markup (an f-string with
+a style, a table cell or title): `[/bold]` or `vehicle [moving]` is printed as
+written, never read as a style.
 """
 
 from __future__ import annotations

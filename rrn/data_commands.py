@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from rrn import console
-from rrn.console import cli_app, err, fail, out
+from rrn.console import cli_app, err, escape, fail, out
 
 if TYPE_CHECKING:
     from rrn_core.config_sections import DataConfig
@@ -79,7 +79,9 @@ def data_config(target: Path, layout: str | None, num_classes: int | None, mask_
     if num_classes is None:
         names = target / "classes.txt"
         if names.is_file():
-            num_classes = len([n for n in names.read_text().splitlines() if n.strip()])
+            from rrn_core.data.image_files import read_text_lines
+
+            num_classes = len([n for _, n in read_text_lines(names, "class names file") if n])
         else:
             num_classes = 19 if layout == "cityscapes" else 21
     return DataConfig(root=str(target.expanduser().resolve()), layout=layout, num_classes=num_classes,
@@ -210,12 +212,12 @@ def stats(
                     done += 1
                     progress(done, total)
         fingerprint = dataset_fingerprint(cfg)
-    table = Table(title=f"{cfg.root} ({cfg.layout}, fingerprint {fingerprint})")
+    table = Table(title=escape(f"{cfg.root} ({cfg.layout}, fingerprint {fingerprint})"))
     table.add_column("class")
     for subset, samples in subsets.items():
         table.add_column(f"{subset} ({len(samples)} images) %", justify="right")
     for i, name in enumerate([*names, "ignore (255)"]):
-        table.add_row(name, *(f"{100 * c[i] / max(1, c.sum()):.2f}" for c in counts.values()))
+        table.add_row(escape(name), *(f"{100 * c[i] / max(1, c.sum()):.2f}" for c in counts.values()))
     out.print(table)
     for subset, shapes in sizes.items():
         if shapes:

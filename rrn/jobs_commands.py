@@ -51,7 +51,7 @@ def _follow(client: Any, sid: str) -> None:
     except JobsError as e:
         raise fail(str(e))
     colour = "green" if str(status) == "SUCCEEDED" else "red"
-    err.print(f"job {sid}: [{colour}]{status}[/]")
+    err.print(f"job {escape(sid)}: [{colour}]{status}[/]")
     raise typer.Exit(0 if str(status) == "SUCCEEDED" else 1)
 
 
@@ -104,9 +104,9 @@ def submit_command(
     space = request.space
     env_shown = ", ".join(f"{k}={v}" for k, v in request.printable_env().items())
     out.print(f"space       {space.space.name}: {space.trial_count} trial(s)", highlight=False)
-    out.print(f"job id      {request.submission_id}", highlight=False)
-    out.print(f"entrypoint  {request.entrypoint}", highlight=False)
-    out.print(f"working dir {request.runtime_env['working_dir']} (commit {request.metadata['git_commit'][:12]})",
+    out.print(f"job id      {escape(request.submission_id)}", highlight=False)
+    out.print(f"entrypoint  {escape(request.entrypoint)}", highlight=False)
+    out.print(f"working dir {escape(str(request.runtime_env['working_dir']))} (commit {request.metadata['git_commit'][:12]})",
               highlight=False)
     out.print(f"env         {escape(env_shown)}", highlight=False)
     if request.metadata["git_dirty"] == "true":

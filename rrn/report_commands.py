@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 
 from rrn import console
-from rrn.console import fail
+from rrn.console import escape, fail
 
 TrackingOpt = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow store: sqlite:///path.db, a *.db path or http(s)://server. "
@@ -120,10 +120,8 @@ def report(
         sys.stdout.flush()
         paths = console.err
     # whole paths, to copy and paste
-    paths.print(f"table: {files['csv']}", soft_wrap=True, highlight=False)
-    paths.print(f"page:  {files['html']}", soft_wrap=True, highlight=False)
-    paths.print(f"plot:  {files['png']}", soft_wrap=True, highlight=False)
-    paths.print(f"plot:  {files['class_iou']}", soft_wrap=True, highlight=False)
+    for label, key in (("table:", "csv"), ("page: ", "html"), ("plot: ", "png"), ("plot: ", "class_iou")):
+        paths.print(f"{label} {escape(str(files[key]))}", soft_wrap=True, highlight=False)
 
 
 def _port_free(host: str, port: int) -> bool:

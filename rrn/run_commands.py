@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rrn.console import console, fail, out, user_errors
+from rrn.console import console, escape, fail, out, user_errors
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
@@ -47,7 +47,7 @@ def _config_from_checkpoint(checkpoint: str, config: Path | None, overrides: lis
     """A checkpoint carries its run config, so eval/predict need nothing else; the
     checkpoint, the config and the data it reads are checked before anything runs."""
     from rrn_core.config import build_config, parse_override
-    from rrn_core.run_checks import raise_problems, read_checkpoint, run_problems
+    from rrn_core.run_checks import checkpoint_method_problem, raise_problems, read_checkpoint, run_problems
 
     with user_errors():
         state = read_checkpoint(checkpoint, storage_options)
@@ -55,7 +55,8 @@ def _config_from_checkpoint(checkpoint: str, config: Path | None, overrides: lis
         source = f"{checkpoint} (its run config)" if config is None else str(config)
         cfg = (load_run_config(config, overrides) if config
                else build_config(state["config"], pairs, source=source))
-        raise_problems(source, run_problems(cfg, data=data, output=False))
+        fit = checkpoint_method_problem(state, cfg)
+        raise_problems(source, ([fit] if fit else []) + run_problems(cfg, data=data, output=False))
     return cfg, state
 
 
@@ -138,7 +139,7 @@ def predict_command(
             pred = predict_probs(branches, x, cfg.data.num_classes, cfg.eval).argmax(1)[0].cpu().numpy()
         overlay(rgb, pred, cfg.data.num_classes).save(out / f"{path.stem}_overlay.png")
         colorize(pred).save(out / f"{path.stem}_mask.png")
-        console.print(f"{path} -> {out / (path.stem + '_overlay.png')}", highlight=False)
+        console.print(escape(f"{path} -> {out / (path.stem + '_overlay.png')}"), highlight=False)
 
 
 def _branches_from_state(cfg, state, device):
@@ -149,7 +150,7 @@ def _branches_from_state(cfg, state, device):
     method = build_method(cfg, cfg.data.num_classes)
     try:
         load_model_state(method, state["model"])
-    except (RuntimeError, KeyError, TypeError, AttributeError) as err:
+    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise UserError(f"the checkpoint's model does not fit its config (method.name "
                         f"{cfg.method.name!r}, model.backbone {cfg.model.backbone!r}): {reason}") from None
@@ -165,7 +166,7 @@ def print_eval(result) -> None:
     table.add_column("class")
     table.add_column("IoU", justify="right")
     for name, iou in zip(result.class_names, result.per_class_iou):
-        table.add_row(name, "-" if math.isnan(iou) else f"{iou:.4f}")
+        table.add_row(escape(name), "-" if math.isnan(iou) else f"{iou:.4f}")
     out.print(table)
 
 
@@ -184,7 +185,7 @@ def untracked_train_command(
     class PrintEvaluations(TrainHooks):
         def on_evaluation(self, step, result, checkpoint_dir):
             console.print(f"step {step}: mIoU {result.miou:.4f}  pixel acc {result.pixel_acc:.4f}"
-                          f"  checkpoint {checkpoint_dir}")
+                          f"  checkpoint {escape(str(checkpoint_dir))}")
 
     with user_errors():
         result = train(cfg, PrintEvaluations())

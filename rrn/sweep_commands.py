@@ -114,7 +114,7 @@ def _print_outcome(outcome: Any) -> None:
     for index, line in enumerate(outcome.evidence):
         style = "bold red" if line.startswith("BUDGET TOO SMALL") else "bold" if index == 0 else ""
         out.print(f"[{style}]{escape(line)}[/]" if style else escape(line), highlight=False)
-    out.print(f"results  {outcome.experiment_path}")
+    out.print(f"results  {escape(outcome.experiment_path)}")
     if outcome.parent_run_id:
         out.print(f"MLflow   parent run {outcome.parent_run_id}: `rrn ui {outcome.name}` to browse, "
                   f"`rrn report {outcome.name}` for the summary table and plots")

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rrn.console import console, user_errors
+from rrn.console import console, escape, user_errors
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
@@ -58,12 +58,13 @@ def train_command(
         def on_evaluation(self, step, result, checkpoint_dir):
             flag = "  COLLAPSED (predicts one class)" if result.collapsed else ""
             console.print(f"step {step}: mIoU {result.miou:.4f}  pixel acc {result.pixel_acc:.4f}"
-                          f"  checkpoint {checkpoint_dir}{flag}")
+                          f"  checkpoint {escape(str(checkpoint_dir))}{flag}")
 
-    hooks, close, run_id = standalone_hooks(cfg, track=track, tracking_uri=tracking_uri,
-                                            experiment=experiment, extra=[PrintEvaluations()])
+    with user_errors():  # a store that cannot be created (a full disk): one message, no half-made db
+        hooks, close, run_id = standalone_hooks(cfg, track=track, tracking_uri=tracking_uri,
+                                                experiment=experiment, extra=[PrintEvaluations()])
     if run_id:
-        console.print(f"MLflow run {run_id} (experiment {experiment}); `rrn ui` to browse")
+        console.print(f"MLflow run {run_id} (experiment {escape(experiment)}); `rrn ui` to browse")
     status = "FAILED"
     try:
         with user_errors():

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rrn.console import cli_app, out, user_errors
+from rrn.console import cli_app, escape, out, user_errors
 
 app = cli_app(None, "Pretrained backbone weights: pre-fetch into the Hugging Face cache, show where.")
 
@@ -41,8 +41,8 @@ def fetch_command(backbones: Backbones, pretrained: Pretrained = "imagenet") -> 
     with user_errors():
         for src in _sources(backbones, pretrained):
             path = fetch(src)
-            out.print(f"{src.backbone}\t{src.tag}\t{path}\tsha256 {file_sha256(path)}", highlight=False)
-    out.print(f"cache: {cache_dir()}", highlight=False)
+            out.print(escape(f"{src.backbone}\t{src.tag}\t{path}\tsha256 {file_sha256(path)}"), highlight=False)
+    out.print(f"cache: {escape(str(cache_dir()))}", highlight=False)
 
 
 @app.command("where")
@@ -56,7 +56,7 @@ def where_command(backbones: Backbones, pretrained: Pretrained = "imagenet") -> 
     for src in sources:
         path = cached_file(src)
         missing += path is None
-        out.print(f"{src.backbone}\t{src.tag}\t{path or 'not cached'}", highlight=False)
-    out.print(f"cache: {cache_dir()}", highlight=False)
+        out.print(escape(f"{src.backbone}\t{src.tag}\t{path or 'not cached'}"), highlight=False)
+    out.print(f"cache: {escape(str(cache_dir()))}", highlight=False)
     if missing:
         raise typer.Exit(1)

@@ -21,6 +21,7 @@ from rrn_core.constants import METHOD_NAME_KEY
 from rrn_core.field_messages import field_message
 from rrn_core.methods.table import DEFAULT_METHOD, METHODS, MethodConfig, default_method_config
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
+from rrn_core.yaml_files import YamlLimitError, load_yaml, read_yaml_file
 from rrn_core.config_sections import (ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RuntimeConfig,
                                       StrictModel)
 
@@ -104,7 +105,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not KEY=VALUE")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), load_yaml(raw)
+    except YamlLimitError as err:
+        raise ConfigError(f"--set {key.strip()}: {err}") from None
 
 
 def build_config(tree: dict[str, Any], overrides: dict[str, Any] | None = None,
@@ -167,7 +171,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = read_yaml_file(path) or {}
+    except YamlLimitError as err:
+        raise ConfigError(f"{path}: refused: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -29,10 +29,10 @@ from rrn_core.checkpoint import CheckpointError, CheckpointNotFoundError, load_c
 from rrn_core.errors import UserError
 from rrn_core.config import RunConfig
 from rrn_core.constants import CHECKPOINT_NAME
-from rrn_core.data.bundle import layout_for
+from rrn_core.data.bundle import derived_split_folder, layout_for
 from rrn_core.data.check import check_dataset
 from rrn_core.data.image_files import DataError
-from rrn_core.data.splits import labeled_size
+from rrn_core.data.splits import LABELED_FILE, UNLABELED_FILE, labeled_size, make_split, split_text
 from rrn_core.methods.table import method_class
 from rrn_core.models.pretrained import pretrained_problem as weights_problem
 from rrn_core.paths import is_url
@@ -174,7 +174,29 @@ def split_problem(cfg: RunConfig) -> str | None:
     if method_class(cfg.method.name).uses_unlabeled and unlabeled == 0:
         return (f"method.name: {cfg.method.name!r} needs unlabeled images but this split leaves "
                 "none (set data.label_ratio < 1 or data.label_count)")
-    return None
+    return split_files_problem(cfg)
+
+
+def split_files_problem(cfg: RunConfig) -> str | None:
+    """Where a drawn split (data.label_ratio or label_count) is written before training
+    must be writable, unless the same files are there already (a read-only data root
+    with its splits drawn once, by `rrn data split`, is fine). Judged without writing."""
+    d = cfg.data
+    if d.labeled_split is not None or (d.label_ratio is None and d.label_count is None):
+        return None
+    layout = layout_for(d)
+    folder = derived_split_folder(d, layout, d.label_ratio, d.label_count, d.split_seed)
+    train = layout.samples(d.train_split, "train", need_mask=False)
+    labeled, unlabeled = make_split([s.line for s in train], ratio=d.label_ratio, count=d.label_count,
+                                    seed=d.split_seed)
+    wanted = {folder / LABELED_FILE: split_text(labeled), folder / UNLABELED_FILE: split_text(unlabeled)}
+    if all(path.is_file() and path.read_bytes() == text.encode() for path, text in wanted.items()):
+        return None
+    problem = writable_dir_problem(folder, "data.split_dir")
+    if problem is None:
+        return None
+    return (f"{problem}: cannot write split files there (the label split is drawn before training; "
+            "set data.split_dir to a writable folder)")
 
 
 def data_problems(cfg: RunConfig, scope: DataScope = "all") -> list[str]:
@@ -259,3 +281,32 @@ def read_checkpoint(target: str, storage_options: Mapping[str, Any] | None = Non
     if not isinstance(state["config"], dict):
         raise PreflightError(f"{url}: not an rrn checkpoint ('config' is not a mapping)")
     return state
+
+
+def checkpoint_method_problem(state: Mapping[str, Any], cfg: RunConfig) -> str | None:
+    """Whether the checkpoint holds the networks `cfg`'s method builds (None: it does).
+
+    Evaluation and prediction read the method's segmentation branches (the mean of
+    their softmax); a checkpoint fits any method with as many branches and critics as
+    it holds (a fixmatch checkpoint evaluates as supervised: both are one segmenter),
+    and no other: an rrn or cps checkpoint holds two branches, supervised builds one.
+    """
+    model = state.get("model")
+    held = model if isinstance(model, Mapping) else {}
+    branches, critics = held.get("branches"), held.get("discriminators")
+    if not isinstance(branches, list) or not isinstance(critics, list):
+        return "model: the checkpoint's model has no branch list (not written by rrn train)"
+    cls = method_class(cfg.method.name)
+    if (len(branches), len(critics)) == (cls.num_branches, cls.num_critics):
+        return None
+    section = state.get("config")
+    section = section.get("method") if isinstance(section, Mapping) else None
+    trained = section.get("name", "another method") if isinstance(section, Mapping) else "another method"
+    return (f"method.name: {cfg.method.name!r} builds {_count(cls.num_branches, 'branch')} and "
+            f"{_count(cls.num_critics, 'critic')}, but the checkpoint ({trained!r}) holds "
+            f"{_count(len(branches), 'branch')} and {_count(len(critics), 'critic')}: evaluate "
+            f"it as {trained!r} (drop the method.name override or use a config of that method)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else ("es" if noun.endswith("ch") else "s"))

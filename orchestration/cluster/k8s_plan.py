@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from orchestration.storage.filesystems import is_remote
+from rrn_core.yaml_files import read_yaml_file
 
 
 DEFAULT_NAMESPACE = "rrn"
@@ -87,7 +88,7 @@ def sweep_facts(space_path: str | Path) -> SweepFacts:
 
     space_path = Path(space_path)
     resolved = load_space(space_path)
-    raw = yaml.safe_load(space_path.read_text()) or {}
+    raw = read_yaml_file(space_path) or {}  # within limits: load_space read it so
     files: dict[str, str] = {}
     if raw.get("base_config") is not None:
         files["base.yaml"] = Path(resolved.base_path).read_text()

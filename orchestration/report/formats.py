@@ -160,19 +160,19 @@ def trial_display(df: pd.DataFrame, wide: bool = False) -> pd.DataFrame:
 def rich_table(frame: pd.DataFrame, title: str) -> Any:
     """A rich table whose values are never cut: each column is at least as wide as its
     widest value (headers may wrap), and anything longer folds instead of `…`."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    table = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   padding=(0, 1), collapse_padding=True)
     for column in frame.columns:
         cells = [str(v) for v in frame[column]]
         numeric = all(c.replace(".", "", 1).replace("-", "", 1).isdigit() or c == "-"
                       for c in cells)
         widest = max((len(c) for c in cells), default=1)
-        table.add_column(str(column), justify="right" if numeric else "left", overflow="fold",
+        table.add_column(escape(str(column)), justify="right" if numeric else "left", overflow="fold",
                          min_width=min(widest, 24))
     for row in frame.itertuples(index=False):
         style = "red" if any("COLLAPSED" in str(v) or "collapsed)" in str(v) for v in row) else \
             "yellow" if any("IMPROVING" in str(v) or "SWINGING" in str(v) for v in row) else None
-        table.add_row(*(str(v) for v in row), style=style)
+        table.add_row(*(escape(str(v)) for v in row), style=style)
     return table
 
 

@@ -29,6 +29,7 @@ from orchestration.names import (EXPERIMENT_AXES, CLASS_IOU_PREFIX, METRIC_DOMIN
 from orchestration.display_names import axis_text, sanitize_metric_key
 from orchestration.storage.filesystems import redact_text
 from rrn_core.convergence import assess_siblings
+from rrn_core.yaml_files import load_yaml
 
 MIOU = METRIC_MIOU
 DOMINANT_SHARE = METRIC_DOMINANT_SHARE
@@ -91,7 +92,7 @@ def _param(text: str | None) -> Any:
     if text is None:
         return None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 

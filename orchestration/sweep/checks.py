@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from orchestration.sweep import placement
 from orchestration.storage import filesystems
 from orchestration.names import CLASS_IOU_PREFIX, RESULT_COLLAPSED, TRAIN_PREFIX, VAL_PREFIX
 from orchestration.storage.filesystems import redact_text
+from orchestration.tracking.store import MIN_STORE_FREE_BYTES
 from rrn_core.data.bundle import resolve_class_names
 from rrn_core.data.image_files import DataError
 from rrn_core.evaluate import EvalResult
@@ -81,13 +83,31 @@ def tracking_problems(uri: str, field: str) -> list[str]:
             return [f"{field}: {shown}: a sqlite store needs a file path (sqlite:///path/to/mlflow.db)"]
         db = Path(raw).expanduser()
         return [p for p in (writable_file_problem(db, field),
-                            writable_dir_problem(db.parent / "mlartifacts", f"{field} (artifacts)")) if p]
+                            writable_dir_problem(db.parent / "mlartifacts", f"{field} (artifacts)"),
+                            store_room_problem(db, field)) if p]
     if scheme == "file":
         return [p for p in [writable_dir_problem(parsed.path, field)] if p]
     if scheme in ("http", "https"):
         problem = _server_problem(uri)
         return [f"{field}: {problem}"] if problem else []
     return []
+
+
+def store_room_problem(db: Path, field: str) -> str | None:
+    """A local store on a (nearly) full disk: said before the run, not as a database
+    error halfway through it (MIN_STORE_FREE_BYTES)."""
+    folder = next((p for p in [db.parent.absolute(), *db.parent.absolute().parents] if p.is_dir()), None)
+    if folder is None:
+        return None
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if free >= MIN_STORE_FREE_BYTES:
+        return None
+    return (f"{field}: {folder} has {free / 2**20:.1f} MiB free; the MLflow store {db.name} needs at "
+            f"least {MIN_STORE_FREE_BYTES >> 20} MiB there (free some space or point the store "
+            "elsewhere: --tracking-uri, RRN_TRACKING_URI, RRN_HOME)")
 
 
 def _server_problem(uri: str) -> str | None:

@@ -7,6 +7,8 @@ training stack that orchestration/tracking/sweep_run.py needs for its hooks.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,6 +19,15 @@ from mlflow.exceptions import MlflowException
 
 from orchestration.names import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND, TAG_PARENT
 from orchestration.storage.filesystems import default_tracking_uri
+from rrn_core.errors import UserError
+
+#: Free space a local (sqlite) store's folder needs before a run or sweep starts: a
+#: new database is about 1 MB, every run adds its metrics, artifacts go beside it.
+MIN_STORE_FREE_BYTES = 32 << 20
+
+
+class StoreError(UserError):
+    """The MLflow store cannot be created or written; the message names its file."""
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -49,6 +60,41 @@ def resolve_tracking_uri(uri: str | None) -> str:
         path.mkdir(parents=True, exist_ok=True)
         return path.as_uri()
     return uri  # http(s)://, postgresql://, databricks, ...: the server decides
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """An MlflowClient on `tracking_uri` (resolved), a new sqlite database made whole
+    or not at all (`create_sqlite_store`)."""
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.exists():
+        create_sqlite_store(db)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def create_sqlite_store(db: Path) -> None:
+    """Create MLflow's tables in a scratch file beside `db`, then link it into place.
+
+    MLflow builds a new database table by table: a full disk or a kill midway left a
+    half-made `mlflow.db` that every later command failed on. The scratch file is
+    removed whatever happens; `os.link` never replaces a database another process
+    created meanwhile (that one is used as it is).
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    scratch = db.with_name(f".{db.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.creating")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{scratch}", str(local_artifact_root(f"sqlite:///{db}")))
+        store.engine.dispose()
+        os.link(scratch, db)
+    except FileExistsError:
+        pass
+    except Exception as err:  # noqa: BLE001 - any failure: no store, one message
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
+        raise StoreError(f"{db}: cannot create the MLflow store ({type(err).__name__}: {reason}); "
+                         "nothing was written") from None
+    finally:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from orchestration.display_names import SWEEP_COLOR, sanitize_metric_key
@@ -37,7 +36,7 @@ from orchestration.report.formats import collapse_note, group_display, to_markdo
 from orchestration.storage.filesystems import redact, redact_text
 from orchestration.tracking.mlflow_calls import (log_params_once, set_tags, now_ms, reopen_run,
                                                  sanitize_key_path, grid_searched, spec_text)
-from orchestration.tracking.store import (child_runs, ensure_experiment, find_runs_by_tags,
+from orchestration.tracking.store import (child_runs, ensure_experiment, find_runs_by_tags, open_client,
                                           resolve_tracking_uri)
 from orchestration.tracking.summary_page import write_summary_files
 from orchestration.tracking.ui_links import publish_view
@@ -64,7 +63,7 @@ class SweepTracker:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment
         self.sweep_name = sweep_name
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = open_client(self.tracking_uri)
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
 

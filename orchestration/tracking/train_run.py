@@ -27,9 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 import os
 
-from mlflow import MlflowClient
 
-from orchestration.tracking.store import ensure_experiment, find_runs_by_tags, resolve_tracking_uri
+from orchestration.tracking.store import ensure_experiment, find_runs_by_tags, open_client, resolve_tracking_uri
 from orchestration.names import ROLE_TRAIN, TAG_ROLE, TAG_RUN_KEY, VAL_PREFIX
 from orchestration.display_names import config_run_name
 from orchestration.tracking.trial_run import RunLogger, config_tags
@@ -107,7 +106,7 @@ def _open_run_logger(cfg: RunConfig, tracking_uri: str | None, experiment: str) 
     """A RunLogger on a top-level run of `experiment` (created, or continued on resume)."""
     uri = resolve_tracking_uri(tracking_uri)
     logger = RunLogger()
-    logger.client = MlflowClient(tracking_uri=uri)
+    logger.client = open_client(uri)
     experiment_id = ensure_experiment(logger.client, uri, experiment)
     key = run_key(cfg)
     found = find_runs_by_tags(logger.client, [experiment_id], {TAG_RUN_KEY: key, TAG_ROLE: ROLE_TRAIN})

@@ -15,7 +15,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from rrn_core.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset
-from rrn_core.data.image_files import DataError
+from rrn_core.data.image_files import DataError, read_text_lines
 from rrn_core.data.layout import Layout, Sample
 from rrn_core.data.layouts import make_layout
 from rrn_core.data.splits import (LABELED_FILE, UNLABELED_FILE, make_split, split_folder_name, split_hash,
@@ -56,7 +56,7 @@ def resolve_class_names(cfg: DataConfig, layout: Layout | None = None) -> list[s
         names, source = list(cfg.class_names), "data.class_names"
     elif (layout.root / CLASSES_FILE).is_file():
         path = layout.root / CLASSES_FILE
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line for _, line in read_text_lines(path, "class names file") if line]
         source = str(path)
     else:
         names = layout.default_class_names() or [f"class_{i}" for i in range(cfg.num_classes)]
@@ -65,6 +65,10 @@ def resolve_class_names(cfg: DataConfig, layout: Layout | None = None) -> list[s
         raise DataError(
             f"{source}: lists {len(names)} class names but data.num_classes is {cfg.num_classes}"
         )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{source}: class name {twice[0]!r} is listed more than once (every class "
+                        "needs its own name: metrics are keyed by name, one would hide the other)")
     return names
 
 
