@@ -96,11 +96,15 @@ def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (any mode; converted to RGB).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the overlay PNGs.")] = Path("predictions"),
     config: Annotated[Optional[Path], typer.Option(help="Use this config instead of the checkpoint's.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace <name>_overlay.png / <name>_mask.png files already in --out.")] = False,
 ) -> None:
     """Segment images and write colour overlays (<name>_overlay.png) and masks (<name>_mask.png).
 
     Every image is opened, and the output folder judged writable, before the first
-    file is written: a bad image leaves no half-written output behind."""
+    file is written: a bad image leaves no half-written output behind. An output
+    file that already exists (a ground-truth `a_mask.png` beside `a.jpg` when --out is
+    the images' folder) is never replaced without --overwrite."""
     import numpy as np
     import torch
 
@@ -125,6 +129,9 @@ def predict_command(
     if twice:
         problems.append(f"IMAGES: several images are named {twice[0]!r}; their outputs would overwrite "
                         "each other")
+    if not overwrite:
+        problems += [f"--out: {target} exists; pass --overwrite to replace it"
+                     for target in _prediction_files(out, images) if target.exists()]
     with user_errors():
         raise_problems("rrn predict", problems, "cannot predict")
     cfg, state = _config_from_checkpoint(checkpoint, config, None, data="none")
@@ -136,9 +143,15 @@ def predict_command(
         x = normalize(rgb).unsqueeze(0).to(device)
         with torch.no_grad():
             pred = predict_probs(branches, x, cfg.data.num_classes, cfg.eval).argmax(1)[0].cpu().numpy()
-        overlay(rgb, pred, cfg.data.num_classes).save(out / f"{path.stem}_overlay.png")
-        colorize(pred).save(out / f"{path.stem}_mask.png")
-        console.print(f"{path} -> {out / (path.stem + '_overlay.png')}", highlight=False)
+        overlay_file, mask_file = _prediction_files(out, [path])
+        overlay(rgb, pred, cfg.data.num_classes).save(overlay_file)
+        colorize(pred).save(mask_file)
+        console.print(f"{path} -> {overlay_file}", highlight=False)
+
+
+def _prediction_files(out: Path, images: list[Path]) -> list[Path]:
+    """The files `rrn predict` writes for `images`, in order: overlay, mask per image."""
+    return [out / f"{p.stem}_{kind}.png" for p in images for kind in ("overlay", "mask")]
 
 
 def _branches_from_state(cfg, state, device):
