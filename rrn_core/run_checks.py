@@ -29,10 +29,10 @@ from rrn_core.checkpoint import CheckpointError, CheckpointNotFoundError, load_c
 from rrn_core.errors import UserError
 from rrn_core.config import RunConfig
 from rrn_core.constants import CHECKPOINT_NAME
-from rrn_core.data.bundle import layout_for
+from rrn_core.data.bundle import changed_split_files, derived_split_folder, layout_for
 from rrn_core.data.check import check_dataset
 from rrn_core.data.image_files import DataError
-from rrn_core.data.splits import labeled_size
+from rrn_core.data.splits import LABELED_FILE, UNLABELED_FILE, labeled_size
 from rrn_core.methods.table import method_class
 from rrn_core.models.pretrained import pretrained_problem as weights_problem
 from rrn_core.paths import is_url
@@ -177,6 +177,23 @@ def split_problem(cfg: RunConfig) -> str | None:
     return None
 
 
+def split_write_problem(cfg: RunConfig) -> str | None:
+    """A run drawing its split (label_ratio / label_count) writes the split files under
+    data.split_dir unless the same files are there: that folder must be writable (a
+    read-only data root is refused here, not after the run's tracking has started)."""
+    d = cfg.data
+    if d.labeled_split is not None or (d.label_ratio is None and d.label_count is None):
+        return None
+    layout = layout_for(d)
+    folder = derived_split_folder(d, layout, d.label_ratio, d.label_count, d.split_seed)
+    if all((folder / name).is_file() for name in (LABELED_FILE, UNLABELED_FILE)):
+        train = layout.samples(d.train_split, "train", need_mask=False)
+        if not changed_split_files(train, d.label_ratio, d.label_count, d.split_seed, folder):
+            return None
+    problem = writable_dir_problem(folder, "data.split_dir")
+    return None if problem is None else f"{problem} (the run writes its split files there)"
+
+
 def data_problems(cfg: RunConfig, scope: DataScope = "all") -> list[str]:
     """Every problem of the files the run reads: the same scan as `rrn data check`
     (the unlabeled part included, whatever the method), then the split sizes."""
@@ -191,7 +208,7 @@ def data_problems(cfg: RunConfig, scope: DataScope = "all") -> list[str]:
     except DataError as err:
         problems = [str(err)]
     if scope == "all" and not problems:
-        problem = split_problem(cfg)
+        problem = split_problem(cfg) or split_write_problem(cfg)
         if problem:
             problems.append(problem)
     return problems
