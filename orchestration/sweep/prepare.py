@@ -25,6 +25,7 @@ from orchestration.storage import filesystems as storage
 from orchestration.tracking.store import sqlite_path
 from orchestration.sweep.checks import metric_problem, storage_problems, tracking_problems
 from orchestration.sweep.results import ExperimentPlace, finished_trials, load_searcher
+from orchestration.sweep.state_signing import UntrustedState
 from orchestration.space import ResolvedSpace, load_space
 from orchestration.space_schema import SpaceError, field_problem
 from orchestration.sweep.trial import resolve_execution
@@ -194,7 +195,11 @@ def space_fingerprint(prepared: PreparedSweep) -> str:
 def _check_same_space(prepared: PreparedSweep) -> None:
     """A resume continues the saved search: its grid indices and studies must still
     mean the same configs, or unfinished trials would silently train something else."""
-    saved = load_searcher(prepared.place)
+    try:
+        saved = load_searcher(prepared.place)
+    except UntrustedState as err:
+        raise SweepError(f"{err}. Change `name` in {prepared.resolved.path} to start a new sweep "
+                         "(see docs/operations.md: what a resume trusts)") from None
     if saved is None:
         raise SweepError(f"{prepared.experiment_path}: the Tune experiment has no search state "
                          f"to resume; change `name` in {prepared.resolved.path} to start afresh")
