@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from test_bad_input import GOOD_CONFIG, Row, World, copy_data, space_tree, world, write_file, write_yaml  # noqa: F401
 from test_bad_input import test_bad_input_is_refused as refused_as_the_table_checks
 
