@@ -125,10 +125,12 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
         except Exception as err:  # noqa: BLE001 - a summary must not mask the sweep's own error
             log.warning("could not log the sweep summary: %s", err)
         finally:
-            tracker.finish(status)
-            lease.release()
-            if started_ray:
-                ray.shutdown()
+            try:
+                tracker.finish(status)
+            finally:
+                lease.release()
+                if started_ray:
+                    ray.shutdown()
 
 
 def hold_lease(prepared: PreparedSweep) -> SweepLease:
