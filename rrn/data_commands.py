@@ -125,13 +125,19 @@ def split(
     layout: LayoutOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", help="Folder for labeled.txt/unlabeled.txt (default ROOT/splits/<ratio|count>_seed_<seed>).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace split files there that differ from this draw (hand-edited, "
+        "or drawn from another train list).")] = False,
 ) -> None:
-    """Draw a seeded labeled/unlabeled split of the train split and print its files and hash."""
+    """Draw a seeded labeled/unlabeled split of the train split and print its files and hash.
+
+    Split files already there with the same content are kept as they are; different
+    ones (which earlier runs may have trained on) are refused unless --overwrite."""
     if (ratio is None) == (count is None):
         raise fail("give exactly one of --ratio or --count")
     if ratio is not None and ratio <= 0.0:
         raise fail("--ratio must be greater than 0")
-    from rrn_core.data.bundle import derived_split_folder, draw_split, layout_for
+    from rrn_core.data.bundle import changed_split_files, derived_split_folder, draw_split, layout_for
 
     with user_errors():
         cfg = data_config(root, layout, None, None, train_split, None)
@@ -139,6 +145,11 @@ def split(
         train = reader.samples(cfg.train_split, "train", need_mask=False)
         folder = out_dir or derived_split_folder(cfg, reader, ratio, count, seed)
         source = reader.split_source(train_split, "train")
+        changed = [] if overwrite else changed_split_files(train, ratio, count, seed, folder)
+        if changed:
+            raise ValueError(f"{changed[0]}: exists with other content than this split (hand-edited, "
+                             "or drawn from another train list; runs may have used it): pass "
+                             "--overwrite to replace it, or --out for another folder")
         files = draw_split(train, ratio, count, seed, folder, source)
     labeled = files.labeled.read_text().count("\n")
     unlabeled = files.unlabeled.read_text().count("\n") if files.unlabeled else 0

@@ -28,18 +28,39 @@ def load_run_config(config: Path, overrides: list[str] | None):
 
 
 
+ForkOpt = Annotated[Optional[str], typer.Option(
+    "--fork", metavar="RUN", help="Start a NEW run (in --output-dir / runtime.output_dir) from RUN's "
+    "checkpoint (a .pt file, checkpoints/ folder or run folder) with this config's settings; RUN is "
+    "left as it is. Needed when the settings differ from RUN's: a plain resume refuses that.")]
+
+
 def prepared_run(config: Path, overrides: list[str] | None, output_dir: str | None, resume: bool):
     """`rrn train`'s config after the up-front check (rrn_core/run_checks.py): nothing
     has been written when this returns or refuses."""
+    return prepared_training(config, overrides, output_dir, resume)[0]
+
+
+def prepared_training(config: Path, overrides: list[str] | None, output_dir: str | None,
+                      resume: bool, fork: str | None = None):
+    """(config, the checkpoint the run starts from or None) after every up-front check:
+    config, data, device, output folder (rrn_core/run_checks.py) and what a resume may
+    continue (rrn_core/resume_check.py: a changed config is refused, naming the fields).
+    Nothing has been written when this returns or refuses. With no output folder set
+    anywhere, the run's folder is `runs/<name>-<config hash>` (`default_output_dir`)."""
+    from rrn_core.resume_check import default_output_dir, start_checkpoint
     from rrn_core.run_checks import check_run
 
     cfg = load_run_config(config, overrides)
     with user_errors():
         if output_dir:
             cfg.runtime.output_dir = output_dir
+        elif "output_dir" not in cfg.runtime.model_fields_set:
+            cfg.runtime.output_dir = default_output_dir(cfg)
         cfg.runtime.resume = resume
         check_run(cfg, str(config))
-    return cfg
+        start, note = start_checkpoint(cfg, fork)
+    console.print(f"{cfg.runtime.output_dir}: {note}", highlight=False, markup=False)
+    return cfg, start
 
 
 def _config_from_checkpoint(checkpoint: str, config: Path | None, overrides: list[str] | None,
@@ -97,11 +118,15 @@ def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files (any mode; converted to RGB).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the overlay PNGs.")] = Path("predictions"),
     config: Annotated[Optional[Path], typer.Option(help="Use this config instead of the checkpoint's.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace <name>_overlay.png / <name>_mask.png files already in --out.")] = False,
 ) -> None:
     """Segment images and write colour overlays (<name>_overlay.png) and masks (<name>_mask.png).
 
     Every image is opened, and the output folder judged writable, before the first
-    file is written: a bad image leaves no half-written output behind."""
+    file is written: a bad image leaves no half-written output behind. An output
+    file that already exists (a ground-truth `a_mask.png` beside `a.jpg` when --out is
+    the images' folder) is never replaced without --overwrite."""
     import numpy as np
     import torch
 
@@ -126,6 +151,9 @@ def predict_command(
     if twice:
         problems.append(f"IMAGES: several images are named {twice[0]!r}; their outputs would overwrite "
                         "each other")
+    if not overwrite:
+        problems += [f"--out: {target} exists; pass --overwrite to replace it"
+                     for target in _prediction_files(out, images) if target.exists()]
     with user_errors():
         raise_problems("rrn predict", problems, "cannot predict")
     cfg, state = _config_from_checkpoint(checkpoint, config, None, data="none")
@@ -137,9 +165,15 @@ def predict_command(
         x = normalize(rgb).unsqueeze(0).to(device)
         with torch.no_grad():
             pred = predict_probs(branches, x, cfg.data.num_classes, cfg.eval).argmax(1)[0].cpu().numpy()
-        overlay(rgb, pred, cfg.data.num_classes).save(out / f"{path.stem}_overlay.png")
-        colorize(pred).save(out / f"{path.stem}_mask.png")
-        console.print(escape(f"{path} -> {out / (path.stem + '_overlay.png')}"), highlight=False)
+        overlay_file, mask_file = _prediction_files(out, [path])
+        overlay(rgb, pred, cfg.data.num_classes).save(overlay_file)
+        colorize(pred).save(mask_file)
+        console.print(escape(f"{path} -> {overlay_file}"), highlight=False)
+
+
+def _prediction_files(out: Path, images: list[Path]) -> list[Path]:
+    """The files `rrn predict` writes for `images`, in order: overlay, mask per image."""
+    return [out / f"{p.stem}_{kind}.png" for p in images for kind in ("overlay", "mask")]
 
 
 def _branches_from_state(cfg, state, device):
@@ -175,12 +209,13 @@ def untracked_train_command(
     overrides: Overrides = None,
     output_dir: Annotated[Optional[str], typer.Option(help="Where checkpoints go (local path or s3://...).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from output_dir's last checkpoint if there is one.")] = True,
+    fork: ForkOpt = None,
 ) -> None:
     """Train one run as the config says, without MLflow (`python -m rrn_core train`:
     machines without Ray, MLflow or Optuna; `rrn train` is the tracked command)."""
     from rrn_core.loop import TrainHooks, train
 
-    cfg = prepared_run(config, overrides, output_dir, resume)
+    cfg, start = prepared_training(config, overrides, output_dir, resume, fork)
 
     class PrintEvaluations(TrainHooks):
         def on_evaluation(self, step, result, checkpoint_dir):
@@ -188,7 +223,7 @@ def untracked_train_command(
                           f"  checkpoint {escape(str(checkpoint_dir))}")
 
     with user_errors():
-        result = train(cfg, PrintEvaluations())
+        result = train(cfg, PrintEvaluations(), resume_from=start)
     if result.final is not None:
         print_eval(result.final)
 

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from rrn.console import console, escape, user_errors
+from rrn.run_commands import ForkOpt
 
 Overrides = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a config field, e.g. --set method.w_select=0.5 (repeatable).")]
@@ -34,6 +35,7 @@ def train_command(
         "else sqlite in RRN_HOME).")] = None,
     experiment: Annotated[str, typer.Option("--experiment", "-e",
                                             help="MLflow experiment of the run.")] = "rrn",
+    fork: ForkOpt = None,
 ) -> None:
     # The help text is `register`'s: it names the methods, read from the methods table.
     import os
@@ -45,8 +47,9 @@ def train_command(
     from rrn_core.loop import TrainHooks, train
     from rrn_core.run_checks import raise_problems
 
-    # The up-front check (rrn_core/run_checks.py): config, data, device, output folder.
-    cfg = core.prepared_run(config, overrides, output_dir, resume)
+    # The up-front check (rrn_core/run_checks.py): config, data, device, output folder,
+    # and what a resume may continue (rrn_core/resume_check.py); all before any tracking.
+    cfg, start = core.prepared_training(config, overrides, output_dir, resume, fork)
     if track:  # ... and the MLflow store this run will log to, before anything is written
         uri = (tracking_uri or os.environ.get("RRN_TRACKING_URI")
                or os.environ.get("MLFLOW_TRACKING_URI") or storage.default_tracking_uri())
@@ -68,7 +71,7 @@ def train_command(
     status = "FAILED"
     try:
         with user_errors():
-            result = train(cfg, hooks)
+            result = train(cfg, hooks, resume_from=start)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -2,12 +2,14 @@
 # A multi-node cluster on this machine, to try `rrn submit` against the production
 # shape by hand: a Ray head with no CPUs for trials, two worker nodes (each with a
 # private /tmp when run as root), MLflow on PostgreSQL with artifacts in S3, and an
-# S3 endpoint (moto). Prints the addresses and the `rrn submit` line to use; Ctrl-C
-# tears everything down. Needs what scripts/setup.sh installs (postgresql, psycopg2).
+# S3 endpoint (moto). Prints the addresses and the `rrn submit` line to use; Ctrl-C,
+# SIGTERM or a closed terminal (SIGHUP) tears everything down. Needs what scripts/setup.sh installs (postgresql, psycopg2).
 # Usage: scripts/local-cluster.sh [ROOT]   (default: a fresh folder under /var/tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
+# exec: the signals reach Python itself, whose handlers (orchestration/cluster/local.py,
+# `serve`) stop every node and server, also during start-up; no shell is left to trap them.
 exec "$PY" -m orchestration.cluster.local up "$@"

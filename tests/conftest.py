@@ -15,6 +15,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 _tmp_root = Path(os.environ.get("RRN_TEST_TMP") or tempfile.mkdtemp(prefix="rrn-test-"))
 os.environ.setdefault("RAY_TMPDIR", str(_tmp_root / "ray"))
 Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+# The sweep-state signing key (orchestration/sweep/state_signing.py) is created under
+# $XDG_CONFIG_HOME/rrn: a test folder, not the user's ~/.config.
+os.environ.setdefault("XDG_CONFIG_HOME", str(_tmp_root / "config"))
 
 import pytest  # noqa: E402
 

@@ -28,7 +28,8 @@ Every process is started in a process group of its own and ended by signalling
 that group (never `ray stop`, which would end other people's Ray too).
 
 `python -m orchestration.cluster.local up` starts one and prints how to use it
-(scripts/local-cluster.sh wraps it); Ctrl-C tears it down.
+(scripts/local-cluster.sh wraps it); Ctrl-C, SIGTERM and SIGHUP (a closed terminal)
+tear it down, also during start-up (`serve`).
 """
 
 from __future__ import annotations
@@ -37,17 +38,21 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from orchestration.cluster.local_services import FAST_HEALTH_CHECK, QUIET, S3, MlflowServer, Postgres, RayNode, can_isolate_nodes
 from orchestration.cluster.processes import http_ok, port_open, wait_until
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- cluster
 
@@ -217,34 +222,76 @@ def running_cluster(root: Path, **kwargs: object) -> Iterator[LocalCluster]:
         cluster.stop()
 
 
+class StopRequested(Exception):
+    """SIGTERM or SIGHUP (a closed terminal) asked the cluster to stop."""
+
+
+@contextmanager
+def stop_on_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Turn Ctrl-C, SIGTERM and SIGHUP into an exception, so the `finally` that tears the
+    cluster down runs whichever ends us (the default actions of SIGTERM and SIGHUP end
+    Python without running it, leaving every node and server behind). After the first
+    signal the others are ignored, so a second one cannot cut the teardown short."""
+    def handler(signum: int, frame: object) -> None:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+        raise StopRequested(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, action in previous.items():
+            signal.signal(sig, action)
+
+
+def _tell(text: str) -> None:
+    """Print, unless the terminal is gone (SIGHUP): the teardown must go on regardless."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
+def serve(open_cluster: Callable[[], AbstractContextManager[T]], ready: Callable[[T], None]) -> int:
+    """Start (`open_cluster`), announce (`ready`), wait; tear down on Ctrl-C, SIGTERM or
+    SIGHUP, also when one arrives during start-up (what has started is stopped)."""
+    with stop_on_signals():
+        try:
+            with open_cluster() as cluster:
+                ready(cluster)
+                while True:
+                    time.sleep(3600)
+        except (KeyboardInterrupt, StopRequested) as why:
+            _tell(f"stopped ({why or 'SIGINT'}): cluster torn down")
+    return 0
+
+
+def _announce(cluster: LocalCluster) -> None:
+    print(f"Ray dashboard / jobs API  {cluster.dashboard}")
+    print(f"MLflow tracking server    {cluster.mlflow.url}  (PostgreSQL {cluster.postgres.uri})")
+    print(f"S3 endpoint               {cluster.s3.url}  bucket {cluster.s3.bucket}")
+    print(f"worker nodes              {', '.join(n.name for n in cluster.nodes)}"
+          f" ({'private /tmp each' if cluster.isolate else 'shared /tmp: not root or no unshare'})")
+    print("in another shell (credentials are printed here only because this is a throwaway cluster):")
+    for key, value in cluster.client_env().items():
+        print(f"  export {key}={value}")
+    print(f"  rrn submit SPACE.yaml --storage {cluster.storage_path} --endpoint-url {cluster.s3.url} "
+          f"--tracking-uri {cluster.mlflow.url} --no-forward-credentials --entrypoint-num-cpus 0")
+    if cluster.isolate:
+        print("note: the workers' /tmp is private: keep data sets (data.root) outside /tmp, "
+              "as on a shared file system; submit with --working-dir DIR holding the space file")
+    print("Ctrl-C (or SIGTERM, or closing the terminal) stops everything.", flush=True)
+
+
 def main(argv: list[str]) -> int:
-    """`up [ROOT]`: start a cluster, print its addresses, wait for Ctrl-C, tear down."""
+    """`up [ROOT]`: start a cluster, print its addresses, wait for a signal, tear down."""
     if not argv or argv[0] != "up":
         print("usage: python -m orchestration.cluster.local up [ROOT]", file=sys.stderr)
         return 2
     root = Path(argv[1] if len(argv) > 1 else tempfile.mkdtemp(prefix="rrn-cluster-", dir="/var/tmp"))
     print(f"starting a cluster under {root} ...", flush=True)
-    with running_cluster(root) as cluster:
-        print(f"Ray dashboard / jobs API  {cluster.dashboard}")
-        print(f"MLflow tracking server    {cluster.mlflow.url}  (PostgreSQL {cluster.postgres.uri})")
-        print(f"S3 endpoint               {cluster.s3.url}  bucket {cluster.s3.bucket}")
-        print(f"worker nodes              {', '.join(n.name for n in cluster.nodes)}"
-              f" ({'private /tmp each' if cluster.isolate else 'shared /tmp: not root or no unshare'})")
-        print("in another shell (credentials are printed here only because this is a throwaway cluster):")
-        for key, value in cluster.client_env().items():
-            print(f"  export {key}={value}")
-        print(f"  rrn submit SPACE.yaml --storage {cluster.storage_path} --endpoint-url {cluster.s3.url} "
-              f"--tracking-uri {cluster.mlflow.url} --no-forward-credentials --entrypoint-num-cpus 0")
-        if cluster.isolate:
-            print("note: the workers' /tmp is private: keep data sets (data.root) outside /tmp, "
-                  "as on a shared file system; submit with --working-dir DIR holding the space file")
-        print("Ctrl-C stops everything.", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopping ...", flush=True)
-    return 0
+    return serve(lambda: running_cluster(root), _announce)
 
 
 if __name__ == "__main__":  # pragma: no cover

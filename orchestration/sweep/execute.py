@@ -30,9 +30,11 @@ from orchestration.tracking.store import child_runs, find_runs_by_tags, resolve_
 from orchestration.names import ROLE_SWEEP, TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID
 from orchestration.sweep.checks import (DEFAULT_PLACEMENT_TIMEOUT_S, PlacementWatchdog, alive_nodes,
                                         describe_cluster, resource_problems)
-from orchestration.sweep.prepare import PreparedSweep, Say, SweepError, SweepOptions, space_fingerprint
+from orchestration.sweep.lease import SweepLease, SweepRunning
+from orchestration.sweep.prepare import (PreparedSweep, Say, SweepError, SweepOptions, experiment_exists,
+                                         space_fingerprint)
 from orchestration.sweep.progress import SweepProgress, watch
-from orchestration.sweep.results import SweepOutcome, read_outcome
+from orchestration.sweep.results import SweepOutcome, finished_trials, read_outcome
 from orchestration.sweep.searcher import GridSearcher, build_scheduler, point_seed
 from orchestration.sweep.distributions import build_sampler, to_optuna_distributions
 from orchestration.tracking.sweep_run import SweepTracker
@@ -59,13 +61,19 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
     # Ray Train's wait for a trial's worker group is bounded by the same timeout.
     os.environ.setdefault(ray_compat.worker_group_start_timeout_env(), f"{timeout:g}")
     started_ray = connect_ray(options.address, options.verbose)
+    lease: SweepLease | None = None
     try:
         check_cluster(prepared, say)          # before the first write: exit 2, nothing left behind
         tracking_uri = resolve_tracking_uri(prepared.tracking_uri)
+        lease = hold_lease(prepared)          # the first write: no other driver of this name runs
         if prepared.discard:
+            say(f"sweep {prepared.name!r}: the earlier attempt at {prepared.experiment_path} finished "
+                "no trial and its driver is gone; it is discarded and the sweep starts afresh")
             discard_attempt(prepared, tracking_uri, say)
         trees, split_hashes, dataset_hash = write_splits(prepared)
     except BaseException:
+        if lease is not None:
+            lease.release()
         if started_ray:
             ray.shutdown()
         raise
@@ -120,9 +128,36 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
         except Exception as err:  # noqa: BLE001 - a summary must not mask the sweep's own error
             log.warning("could not log the sweep summary: %s", err)
         finally:
-            tracker.finish(status)
-            if started_ray:
-                ray.shutdown()
+            try:
+                tracker.finish(status)
+            finally:
+                lease.release()
+                if started_ray:
+                    ray.shutdown()
+
+
+def hold_lease(prepared: PreparedSweep) -> SweepLease:
+    """Take the sweep's lease (lease.py), then re-read under it what prepare_sweep saw:
+    a sweep of this name may have started, or finished a trial, while this one was
+    being prepared. SweepError (nothing written) when another driver holds it."""
+    lease = SweepLease(prepared.storage_path, prepared.endpoint_url, prepared.name)
+    try:
+        lease.acquire()
+    except SweepRunning as err:
+        raise SweepError(str(err)) from None
+    try:
+        exists = experiment_exists(prepared.storage_path, prepared.endpoint_url, prepared.name)
+        changed = (exists != (prepared.exists or prepared.discard)
+                   or (prepared.discard and finished_trials(prepared.place) != 0))
+        if changed:
+            raise SweepError(
+                f"sweep {prepared.name!r}: another sweep of this name wrote {prepared.experiment_path} "
+                "while this one was being prepared; run the command again (with --resume to "
+                "continue that sweep)")
+    except BaseException:
+        lease.release()
+        raise
+    return lease
 
 
 def check_cluster(prepared: PreparedSweep, say: Say) -> None:

@@ -25,6 +25,8 @@ from orchestration.storage import filesystems
 from orchestration.tracking.store import sqlite_path
 from orchestration.sweep.checks import metric_problem, storage_problems, tracking_problems
 from orchestration.sweep.results import ExperimentPlace, finished_trials, load_searcher
+from orchestration.sweep.lease import SweepLease
+from orchestration.sweep.state_signing import UntrustedState
 from orchestration.space import ResolvedSpace, load_space
 from orchestration.space_schema import SpaceError, field_problem
 from orchestration.sweep.trial import resolve_execution
@@ -126,15 +128,17 @@ def prepare_sweep(space_path: str | Path, options: SweepOptions, say: Say = prin
     endpoint = resolved.storage_endpoint_url
     if endpoint and not filesystems.is_s3(storage_path):
         endpoint = None
-    exists = _experiment_exists(storage_path, endpoint, space.name)
+    lease = SweepLease(storage_path, endpoint, space.name)
+    if (running := lease.live_holder()) is not None:   # execute takes the lease itself (lease.py)
+        raise SweepError(str(lease.refusal(running)))
+    exists = experiment_exists(storage_path, endpoint, space.name)
     prepared = PreparedSweep(resolved, points, configs, labels, execution,
                              options.max_concurrent or space.max_concurrent_trials,
                              tracking_uri, storage_path, endpoint, exists)
     if exists and finished_trials(prepared.place) == 0:
         # Nothing to keep: a sweep that failed before any trial finished (bad
-        # resources, a fixed typo) is re-run under its own name, with or without --resume.
-        say(f"sweep {space.name!r}: the earlier attempt at {prepared.experiment_path} finished no "
-            "trial; it is discarded and the sweep starts afresh")
+        # resources, a fixed typo) is re-run under its own name, with or without
+        # --resume; execute discards it once it holds the lease (no live driver).
         prepared.exists, prepared.discard = False, True
     elif exists and not options.resume:
         raise SweepError(
@@ -194,7 +198,11 @@ def space_fingerprint(prepared: PreparedSweep) -> str:
 def _check_same_space(prepared: PreparedSweep) -> None:
     """A resume continues the saved search: its grid indices and studies must still
     mean the same configs, or unfinished trials would silently train something else."""
-    saved = load_searcher(prepared.place)
+    try:
+        saved = load_searcher(prepared.place)
+    except UntrustedState as err:
+        raise SweepError(f"{err}. Change `name` in {prepared.resolved.path} to start a new sweep "
+                         "(see docs/operations.md: what a resume trusts)") from None
     if saved is None:
         raise SweepError(f"{prepared.experiment_path}: the Tune experiment has no search state "
                          f"to resume; change `name` in {prepared.resolved.path} to start afresh")
@@ -325,7 +333,7 @@ def warmup_problem(resolved: ResolvedSpace, cfg: RunConfig, unlabeled: int) -> s
             f"{int(warmup // cfg.eval.every) + 1} (and max_t above it)")
 
 
-def _experiment_exists(storage_path: str, endpoint: str | None, name: str) -> bool:
+def experiment_exists(storage_path: str, endpoint: str | None, name: str) -> bool:
 
     try:
         path, fs = filesystems.ray_storage(storage_path, endpoint)

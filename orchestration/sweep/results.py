@@ -17,6 +17,7 @@ import pyarrow.fs
 from orchestration import ray_compat
 from orchestration.names import FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY, STEP_KEY
 from orchestration.sweep.searcher import GridSearcher
+from orchestration.sweep.state_signing import UntrustedState
 from orchestration.storage.filesystems import ray_storage
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -132,5 +133,8 @@ def load_searcher(where: ExperimentPlace) -> GridSearcher | None:
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "searcher.pkl"
         local.write_bytes(state)
-        searcher.restore(str(local))
+        try:
+            searcher.restore(str(local))
+        except UntrustedState as err:   # named after the store's file, not the local copy
+            raise UntrustedState(str(err).replace(str(local), f"{folder}/searcher-state-*.pkl")) from None
     return searcher

@@ -32,6 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestration import ray_compat
 from orchestration.names import FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY
+from orchestration.sweep.state_signing import sign, verified
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
@@ -143,12 +144,15 @@ class GridSearcher(Searcher):
         return self._trial_point.get(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
+        """Pickled (the studies' samplers keep random state) and signed: state_signing.py."""
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__.copy(), f)
+            f.write(sign(pickle.dumps(self.__dict__.copy())))
 
     def restore(self, checkpoint_path: str) -> None:
+        """Unpickled only after its signature checks out (UntrustedState otherwise)."""
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+            payload = verified(f.read(), checkpoint_path)
+        self.__dict__.update(pickle.loads(payload))  # noqa: S301 - signed by this installation
 
 
 def point_seed(base_seed: int | None, point: Mapping[str, Any]) -> int | None:

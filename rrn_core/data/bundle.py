@@ -97,6 +97,20 @@ def draw_split(train: list[Sample], ratio: float | None, count: int | None, seed
     return SplitFiles(folder / LABELED_FILE, folder / UNLABELED_FILE, digest)
 
 
+def changed_split_files(train: list[Sample], ratio: float | None, count: int | None, seed: int,
+                        folder: Path) -> list[Path]:
+    """The split files already in `folder` whose content differs from the split this
+    draw writes (hand-edited, or drawn from another train list): runs that used them
+    would no longer be reproducible, so `rrn data split` keeps them unless told."""
+    try:
+        labeled, unlabeled = make_split([s.line for s in train], ratio=ratio, count=count, seed=seed)
+    except ValueError:
+        return []    # draw_split reports it, naming the source
+    wanted = {folder / LABELED_FILE: split_text(labeled), folder / UNLABELED_FILE: split_text(unlabeled)}
+    return [path for path, text in wanted.items()
+            if path.is_file() and path.read_bytes() != text.encode("utf-8")]
+
+
 def resolve_splits(cfg: DataConfig, layout: Layout) -> SplitFiles:
     """Which split files this config trains on, writing derived ones when needed."""
     if cfg.labeled_split is not None:

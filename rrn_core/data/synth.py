@@ -288,9 +288,11 @@ def generate_synthetic(out: str | Path, num_classes: int = 6, num_train: int = 4
 
     An existing set with the same parameters is reused as is (demos and
     concurrent trials may all ask for it); a different synthetic set there is
-    replaced only with `overwrite`, and a folder holding anything else is never
-    touched. The set is built in a temporary folder and renamed into place, so a
-    reader never sees a half-written one.
+    replaced only with `overwrite`, and only when everything in the folder is that
+    set's own (`own_entries`: what its synth.json says it wrote); a folder holding
+    anything else (a checkpoint, split files a run drew, a user's file) is never
+    touched: it is refused, naming what is foreign. The set is built in a temporary
+    folder and renamed into place, so a reader never sees a half-written one.
     """
     if num_classes < 2 or num_classes > 255:
         raise ValueError(f"num_classes must be in 2..255, got {num_classes}")
@@ -313,6 +315,12 @@ def generate_synthetic(out: str | Path, num_classes: int = 6, num_train: int = 4
                 f"{out}: holds a synthetic set with other parameters ({asdict(existing)}); "
                 "pass overwrite=True (--overwrite) to replace it"
             )
+        foreign = foreign_entries(out, existing)
+        if foreign:
+            shown = ", ".join(str(p) for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise DataError(
+                f"{out}: holds files the synthetic set did not write ({shown}); --overwrite replaces "
+                "only a folder that holds nothing but the set: move them out or choose another folder")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -334,8 +342,38 @@ def generate_synthetic(out: str | Path, num_classes: int = 6, num_train: int = 4
     return out
 
 
+#: The folders every synthetic set makes (relative to its root).
+OWN_FOLDERS = ("JPEGImages", "SegmentationClass", "ImageSets", "ImageSets/Segmentation")
+
+
+def own_entries(spec: SynthSpec) -> set[str]:
+    """Every file and folder `_write` makes for `spec`, relative to the set's root."""
+    ids = [f"img_{i:06d}" for i in range(spec.num_train + spec.num_val)]
+    return {*OWN_FOLDERS, "ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt", "classes.txt",
+            META_FILE, *(f"JPEGImages/{i}.jpg" for i in ids),
+            *(f"SegmentationClass/{i}.png" for i in ids)}
+
+
+def foreign_entries(out: Path, spec: SynthSpec) -> list[Path]:
+    """What is in `out` that the synthetic set `spec` did not write (sorted; a foreign
+    folder is listed once, not its contents)."""
+    own = own_entries(spec)
+    found: list[Path] = []
+
+    def walk(folder: Path) -> None:
+        for path in sorted(folder.iterdir()):
+            rel = path.relative_to(out).as_posix()
+            if rel not in own or path.is_symlink() or path.is_dir() != (rel in OWN_FOLDERS):
+                found.append(path)
+            elif path.is_dir():
+                walk(path)
+
+    walk(out)
+    return found
+
+
 def _write(root: Path, spec: SynthSpec, progress: Callable[[int, int], None] | None) -> None:
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+    for sub in OWN_FOLDERS:
         (root / sub).mkdir(parents=True, exist_ok=True)
     modes = class_modes(spec.num_classes, spec.seed)
     total = spec.num_train + spec.num_val
