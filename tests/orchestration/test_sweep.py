@@ -460,7 +460,7 @@ def test_backbone_on_the_grid_runs_and_the_report_groups_by_it(tmp_path: Path, s
                                                               ray_session: None) -> None:
     """A ConvNet and DINOv2 on one grid (UniMatch V2's comparison): both train, each run is
     tagged with its backbone and weights, and the report keeps one arm per backbone."""
-    from orchestration.report import best_trials, label_efficiency_data, summarize_run
+    from orchestration.report.table import best_trials, label_efficiency_data, summarize_run
 
     base = base_config(synth, crop_size=28)
     base["model"] = {"aspp_channels": 8, "low_level_channels": 8, "head_channels": 8, "dpt_features": 8}
