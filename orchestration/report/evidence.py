@@ -27,6 +27,7 @@ from scipy import stats
 
 from orchestration.display_names import ratio_text
 
+MIN_BOOT_SEEDS = 3   # the label-equivalent's bootstrap interval needs this many seeds a point
 VERDICTS = ("ahead", "behind", "no difference detectable", "no verdict")
 MINUS = "\u2212"
 
@@ -377,7 +378,10 @@ def label_equivalent(supervised: Mapping[float, Mapping[Any, float]], method: Ma
     tail = (1 - level) / 2 * 100
     low, high = (float(math.exp(q)) for q in np.percentile(log_draws, [tail, 100 - tail]))
     interval = f"{level * 100:g} % bootstrap interval {low:.2g}-{high:.2g}"
-    if clamped > 0:
+    if min(len(mine), *(len(x) for x in samples)) < MIN_BOOT_SEEDS:  # 2 values resample to 3 means
+        low = high = None
+        interval = f"no interval: a bootstrap of fewer than {MIN_BOOT_SEEDS} seeds a point understates the spread"
+    elif clamped > 0:
         interval += f", {clamped:.0%} of draws clamped to the measured range"
     if clamp == -1:
         text = (f"{who} ({mine.mean():.3f}) is below supervised at {amount_text(amounts[0])} "

@@ -209,3 +209,10 @@ def test_label_counts_read_as_counts():
     eq = label_equivalent(counts, {1: 0.6, 2: 0.6})
     assert eq.amount == pytest.approx(20.0)  # halfway in log between 10 and 40
     assert "supervised at 20 labels" in eq.text
+
+
+def test_label_equivalent_gives_no_bootstrap_interval_from_two_seeds():
+    sup = {0.125: {0: 0.49, 1: 0.51}, 0.5: {0: 0.69, 1: 0.71}}
+    eq = label_equivalent(sup, {0: 0.59, 1: 0.61})
+    assert eq.amount == pytest.approx(0.25) and eq.low is None and eq.high is None
+    assert "no interval" in eq.text
