@@ -21,6 +21,10 @@ from orchestration.report.table import ceiling, class_iou_data, label_efficiency
 from orchestration.report.verdicts import method_order, per_seed_values
 
 
+#: How far apart (as a factor on the log axis) methods are drawn at one label amount.
+DODGE = 1.04
+
+
 def _tick(value: float, x: str) -> str:
     return ratio_text(value) if x == "label_ratio" else f"{int(value)}"
 
@@ -41,19 +45,22 @@ def label_efficiency_figure(df: pd.DataFrame, title: str | None = None) -> Any:
                 transform=ax.transAxes)
     top = ceiling(data)
     order = method_order(sorted(data["method"].astype(str).unique())) if not data.empty else []
-    for method in order:
+    for index, method in enumerate(order):
         group = data[data["method"] == method].sort_values("x")
-        xs = group["x"].to_numpy(float)
+        amounts = group["x"].to_numpy(float)
+        # methods side by side at one amount (a few % apart on the log axis), not on top of each other
+        xs = amounts * DODGE ** (index - (len(order) - 1) / 2)
         mean = group["mean"].to_numpy(float)
         ci = np.nan_to_num(group["ci"].to_numpy(float), nan=0.0)
         color = method_color(method.split(" on ", 1)[0])
         (line,) = ax.plot(xs, mean, label=str(method), color=color)
         ax.errorbar(xs, mean, yerr=ci, fmt="none", ecolor=color, capsize=4, linewidth=1.2)
-        for xv, yv, n, bad, improving in zip(xs, mean, group["n"], group["collapsed"], group["improving"]):
+        for xv, amount, yv, n, bad, improving in zip(xs, amounts, mean, group["n"], group["collapsed"],
+                                                     group["improving"]):
             hollow = bool(improving)
             ax.plot([xv], [yv], marker="o", markersize=7, color=color,
                     markerfacecolor="white" if hollow else color)
-            dots = list(seeds.get((method, float(xv)), {}).values())
+            dots = list(seeds.get((method, float(amount)), {}).values())
             ax.scatter([xv] * len(dots), dots, s=12, color=color, alpha=0.55, zorder=3)
             note = f"n={n}" + (" collapsed" if bad else "") + (" still improving" if improving else "")
             ax.annotate(note, (xv, yv), textcoords="offset points", xytext=(5, 5), fontsize=7,

@@ -222,8 +222,9 @@ def test_label_efficiency_data_and_plot(filled, tmp_path):
     fig = label_efficiency_figure(df)
     lines = [ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")]
     assert sorted(ln.get_label() for ln in lines) == sorted(METHODS)  # one line per method
-    for line in lines:
-        assert list(line.get_xdata()) == RATIOS
+    for line in lines:   # at the sweep's ratios, each method dodged by one constant factor
+        factors = np.asarray(line.get_xdata(), float) / np.asarray(RATIOS)
+        assert np.allclose(factors, factors[0]) and abs(factors[0] - 1) < 0.05
 
     out = tmp_path / "plot" / "le.png"
     label_efficiency_plot(df, out)
@@ -382,8 +383,8 @@ def test_group_table_and_figure_say_n_and_draw_the_ceiling():
     assert any(t.get_text() == "n=2" for t in ax.texts)
     assert "mini" in ax.get_title() and "95 % t interval" in ax.get_ylabel()
     # every seed is a dot: the two supervised seeds at 1/8 are drawn where their values are
-    dots = [tuple(p) for c in ax.collections for p in c.get_offsets()]
-    assert (0.125, 0.3) in dots and (0.125, 0.4) in dots
+    dots = [(round(float(x), 2), float(y)) for c in ax.collections for x, y in c.get_offsets()]
+    assert (0.12, 0.3) in dots and (0.12, 0.4) in dots
     one_seed = label_efficiency_figure(df[df["seed"] == 0])
     assert "interval" in one_seed.axes[0].get_ylabel() and "no interval" in one_seed.axes[0].get_ylabel()
 
