@@ -15,7 +15,10 @@ it runs, four faults are injected one after the other:
 Each test below then checks one promise against what the services hold: every
 trial finished exactly once, its metrics present once per step, no run left
 RUNNING, every checkpoint readable, results equal to an undisturbed run of the
-same seeds, and no credential anywhere in the database, the bucket or the logs.
+same seeds, and no credential (S3 keys, database password, Ray token, MLflow admin
+password, Flask key) anywhere in the database, the bucket, the shared disk or the
+nodes' logs. Every service asks for credentials (Ray token auth, MLflow's basic-auth
+app): a request without them is refused, the same request with them answers.
 The module costs 4.5-5.5 minutes on 2 cores: the cluster 25-48 s, the disturbed
 sweep 3.5-4.5 min (of it ~1 min the two outages, which overlap by 20 s).
 """
@@ -258,6 +261,54 @@ def test_cluster_has_isolated_worker_nodes_and_a_cpu_less_head(cluster: LocalClu
     seen = subprocess.run(["nsenter", "-t", str(pid), "-m", "test", "-e", str(probe)])
     assert seen.returncode != 0, "a worker node can read the head's /tmp"
     shutil.rmtree(probe.parent)
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_no_entry_point_answers_without_credentials(cluster: LocalCluster, tmp_path: Path) -> None:
+    """The Ray Jobs API, the dashboard's data and the MLflow REST API refuse a request
+    without credentials (and with wrong ones), and answer the same request with them;
+    a process without the token cannot join the cluster's GCS either."""
+    import base64
+    import subprocess
+    import sys
+
+    token = cluster.secrets.ray_token
+    seen = {}
+    for what, path in [("jobs API", "/api/jobs/"), ("dashboard", "/api/v0/nodes?limit=5"),
+                       ("dashboard", "/nodes?view=summary")]:
+        seen[path] = [_status(cluster.dashboard + path), _status(cluster.dashboard + path, {"Authorization": "Bearer x"}),
+                      _status(cluster.dashboard + path, {"Authorization": f"Bearer {token}"})]
+        assert seen[path] == [401, 403, 200], f"{what} {path}: {seen[path]}"
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    user = os.environ["MLFLOW_TRACKING_USERNAME"]
+    for path in ["/api/2.0/mlflow/experiments/search?max_results=1", "/ajax-api/2.0/mlflow/experiments/search?max_results=1"]:
+        url = cluster.mlflow.url + path
+        seen[path] = [_status(url), _status(url, basic(user, "wrong")),
+                      _status(url, basic(user, cluster.secrets.mlflow_password))]
+        assert seen[path] == [401, 401, 200], f"MLflow {path}: {seen[path]}"
+    assert _status(cluster.mlflow.url + "/health") == 200, "the probes' endpoint stays open"
+    print(f"\nno credentials / wrong / right: {seen}")
+    # Ray's own protocol: a driver without the token is refused by the GCS (6379's role)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")}
+    env.update({"RAY_AUTH_MODE": "token", "HOME": str(tmp_path)})
+    code = (f"import ray; ray.init(address='127.0.0.1:{cluster.head.gcs_port}', log_to_driver=False); "
+            "print('JOINED', ray.get(ray.remote(lambda: 1).remote()))")
+    joined = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "JOINED" not in joined.stdout and joined.returncode != 0
+    assert "AuthenticationError" in joined.stderr, joined.stderr[-2000:]
 
 
 def test_every_trial_finished_exactly_once(disturbed: Timeline, mlflow_client: Any, s3: Any,
