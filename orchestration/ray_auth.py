@@ -27,3 +27,11 @@ def embedded_token_auth() -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray read RAY_AUTH_MODE (and cached the token) when it was imported: without a
+    # refresh this process would start its Ray with auth on and then be refused by
+    # it ("InvalidAuthToken ... RAY_AUTH_MODE is currently 'disabled'"). Ray's own
+    # default-on switch for ray.init() refreshes the same way.
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
