@@ -39,6 +39,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from cluster_auth import entry_point_statuses, gcs_join_without_token, status_of
 from leak_scan import files_holding
 from cluster_faults import (EVAL_EVERY, ITERS, SWEEP, Timeline, all_objects, driver_rss_mb,
                             eventually, experiment_state, sweep_runs, write_space)
@@ -263,52 +264,19 @@ def test_cluster_has_isolated_worker_nodes_and_a_cpu_less_head(cluster: LocalClu
     shutil.rmtree(probe.parent)
 
 
-def _status(url: str, headers: dict[str, str] | None = None) -> int:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 def test_no_entry_point_answers_without_credentials(cluster: LocalCluster, tmp_path: Path) -> None:
     """The Ray Jobs API, the dashboard's data and the MLflow REST API refuse a request
     without credentials (and with wrong ones), and answer the same request with them;
     a process without the token cannot join the cluster's GCS either."""
-    import base64
-    import subprocess
-    import sys
-
-    token = cluster.secrets.ray_token
-    seen = {}
-    for what, path in [("jobs API", "/api/jobs/"), ("dashboard", "/api/v0/nodes?limit=5"),
-                       ("dashboard", "/nodes?view=summary")]:
-        seen[path] = [_status(cluster.dashboard + path), _status(cluster.dashboard + path, {"Authorization": "Bearer x"}),
-                      _status(cluster.dashboard + path, {"Authorization": f"Bearer {token}"})]
-        assert seen[path] == [401, 403, 200], f"{what} {path}: {seen[path]}"
-
-    def basic(user: str, password: str) -> dict[str, str]:
-        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-    user = os.environ["MLFLOW_TRACKING_USERNAME"]
-    for path in ["/api/2.0/mlflow/experiments/search?max_results=1", "/ajax-api/2.0/mlflow/experiments/search?max_results=1"]:
-        url = cluster.mlflow.url + path
-        seen[path] = [_status(url), _status(url, basic(user, "wrong")),
-                      _status(url, basic(user, cluster.secrets.mlflow_password))]
-        assert seen[path] == [401, 401, 200], f"MLflow {path}: {seen[path]}"
-    assert _status(cluster.mlflow.url + "/health") == 200, "the probes' endpoint stays open"
+    seen = entry_point_statuses(cluster)
     print(f"\nno credentials / wrong / right: {seen}")
-    # Ray's own protocol: a driver without the token is refused by the GCS (6379's role)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")}
-    env.update({"RAY_AUTH_MODE": "token", "HOME": str(tmp_path)})
-    code = (f"import ray; ray.init(address='127.0.0.1:{cluster.head.gcs_port}', log_to_driver=False); "
-            "print('JOINED', ray.get(ray.remote(lambda: 1).remote()))")
-    joined = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "JOINED" not in joined.stdout and joined.returncode != 0
-    assert "AuthenticationError" in joined.stderr, joined.stderr[-2000:]
+    for path, statuses in seen.items():
+        assert statuses == ([401, 401, 200] if path.startswith(cluster.mlflow.url) else [401, 403, 200]), \
+            f"{path}: {statuses}"
+    assert status_of(cluster.mlflow.url + "/health") == 200, "the probes' endpoint stays open"
+    refused = gcs_join_without_token(cluster, tmp_path)
+    assert "JOINED" not in refused.stdout and refused.returncode != 0
+    assert "AuthenticationError" in refused.stderr, refused.stderr[-2000:]
 
 
 def test_every_trial_finished_exactly_once(disturbed: Timeline, mlflow_client: Any, s3: Any,
