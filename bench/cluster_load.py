@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "orchestration")]
 for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "1", "RAY_AUTH_MODE": "disabled"}.items():
+               "DO_NOT_TRACK": "1"}.items():
     os.environ.setdefault(_k, _v)
 
 

@@ -1,5 +1,9 @@
 """Security and operability rules every pod of deploy/ must follow, checked offline.
 
+Besides the per-pod rules: every Ray cluster has token auth, no head is exposed
+outside the cluster, and in a whole overlay a NetworkPolicy lets only Ray pods reach
+Ray pods, submitters and the KubeRay operator reach 8265 only (`network_findings`).
+
 Why our own checker next to checkov (deploy/scan.sh): checkov does not look inside
 KubeRay custom resources, yet the Ray head and workers are most of the pods this
 project runs. These rules cover every pod template, built-in or KubeRay (RayCluster,
@@ -183,6 +187,95 @@ def _autoscaler_findings(doc: dict[str, Any]) -> list[Finding]:
                                long_running=False, init=False)
 
 
+#: Labels KubeRay puts on every Ray pod, and the one our submitters carry.
+RAY_POD = {"ray.io/is-ray-node": "yes"}
+SUBMITTER = {"rrn/ray-submitter": "true"}
+OPERATOR = ({"kubernetes.io/metadata.name": "kuberay-system"}, {"app.kubernetes.io/name": "kuberay-operator"})
+DASHBOARD_PORT = 8265
+EXPOSED_TYPES = {"NodePort", "LoadBalancer"}
+
+
+def _peer_kind(peer: dict[str, Any]) -> str:
+    """"ray", "submitter", "operator" or "other" for one NetworkPolicy `from` entry."""
+    pods = (peer.get("podSelector") or {}).get("matchLabels") or {}
+    spaces = peer.get("namespaceSelector")
+    if "ipBlock" in peer or peer.get("podSelector", {}).get("matchExpressions"):
+        return "other"
+    if spaces is None and pods == RAY_POD:
+        return "ray"
+    if spaces is None and pods == SUBMITTER:
+        return "submitter"
+    if spaces is not None and ((spaces.get("matchLabels") or {}), pods) == OPERATOR:
+        return "operator"
+    return "other"
+
+
+def _ray_ingress_findings(policy: dict[str, Any]) -> list[Finding]:
+    """Ray pods may be reached by Ray pods on any port, by submitters and the KubeRay
+    operator on 8265 only, and by nobody else (so 6379 / 10001 by Ray pods only)."""
+    where = f"NetworkPolicy/{policy['metadata']['name']}"
+    out = []
+    for i, rule in enumerate(policy["spec"].get("ingress") or []):
+        peers = rule.get("from")
+        ports = {p.get("port") for p in rule.get("ports") or []}
+        for peer in peers if peers is not None else [{"everyone": True}]:
+            kind = "other" if "everyone" in peer else _peer_kind(peer)
+            if kind == "ray":
+                continue
+            if kind in ("submitter", "operator") and ports == {DASHBOARD_PORT}:
+                continue
+            out.append(Finding(where, "ray-network-policy",
+                               f"ingress rule {i} lets {peer} reach Ray pods on ports "
+                               f"{sorted(ports, key=str) or 'all'}: only Ray pods may (any port), and "
+                               f"submitters {SUBMITTER} or the KubeRay operator on {DASHBOARD_PORT} only"))
+    return out
+
+
+def _selects_ray_pods(policy: dict[str, Any]) -> bool:
+    selector = policy["spec"].get("podSelector") or {}
+    labels = selector.get("matchLabels") or {}
+    return not selector.get("matchExpressions") and all(RAY_POD.get(k) == v for k, v in labels.items())
+
+
+def network_findings(docs: list[dict[str, Any]], whole: bool = True) -> list[Finding]:
+    """Ray's entry points behind credentials and off the outside network: every Ray
+    cluster has token auth (authOptions) and no head Service / Ingress reachable from
+    outside the cluster; with `whole` (a full overlay), a NetworkPolicy guards the Ray
+    pods and every policy that selects them keeps to `_ray_ingress_findings`."""
+    out: list[Finding] = []
+    ray_docs = [d for d in docs if d.get("kind") in ("RayCluster", "RayJob")]
+    for doc in ray_docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        spec = doc.get("spec") or {}
+        cluster = spec if doc["kind"] == "RayCluster" else spec.get("rayClusterSpec") or {}
+        auth = cluster.get("authOptions") or {}
+        if auth.get("mode") != "token" or not auth.get("secretName"):
+            out.append(Finding(where, "ray-auth", "authOptions must set mode: token and a secretName "
+                                                  "(the Ray token from a Secret)"))
+        head = cluster.get("headGroupSpec") or {}
+        if head.get("serviceType") in EXPOSED_TYPES or head.get("enableIngress"):
+            out.append(Finding(where, "dashboard-exposed", "the head's Service must stay ClusterIP, no Ingress"))
+    for doc in docs:
+        name = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+        spec = doc.get("spec") or {}
+        if doc.get("kind") == "Service" and spec.get("type") in EXPOSED_TYPES and (
+                any(p.get("port") == DASHBOARD_PORT for p in spec.get("ports") or [])
+                or (spec.get("selector") or {}).get("ray.io/node-type")):
+            out.append(Finding(name, "dashboard-exposed", f"type {spec['type']} exposes Ray outside the cluster"))
+        routes = str(spec)   # an Ingress's backends, wherever they sit in its rules
+        if doc.get("kind") == "Ingress" and ("head-svc" in routes or f"'number': {DASHBOARD_PORT}" in routes):
+            out.append(Finding(name, "dashboard-exposed", "an Ingress routes to a Ray head"))
+    if whole and ray_docs:
+        guarding = [d for d in docs if d.get("kind") == "NetworkPolicy" and _selects_ray_pods(d)
+                    and "Ingress" in (d["spec"].get("policyTypes") or ["Ingress"])]
+        if not guarding:
+            out.append(Finding("Ray pods", "ray-network-policy",
+                               f"no NetworkPolicy selects the Ray pods ({RAY_POD}): any pod reaches 8265/6379/10001"))
+        for policy in guarding:
+            out += _ray_ingress_findings(policy)
+    return out
+
+
 def _load(paths: list[str]) -> list[dict[str, Any]]:
     import yaml
 
@@ -205,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
     findings = check_documents(_load(args))
+    for item in args:   # a directory is a whole deployment: its Ray pods need their NetworkPolicy
+        findings += network_findings(_load([item]), whole=Path(item).is_dir())
     for finding in findings:
         print(finding)
     print(f"{len(findings)} finding(s)", file=sys.stderr)

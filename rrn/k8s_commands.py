@@ -45,6 +45,10 @@ def rayjob_command(
         help="S3 endpoint URL. (default: the space's, else http://s3:8333, the in-cluster store)")] = None,
     s3_secret: Annotated[str, typer.Option(
         help="Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (read via secretKeyRef).")] = "rrn-s3",
+    ray_auth_secret: Annotated[str, typer.Option(
+        help="Secret holding the Ray token (key auth_token): the RayJob's authOptions.")] = "rrn-ray-auth",
+    mlflow_auth_secret: Annotated[str, typer.Option(
+        help="Secret holding the tracking server's login (keys username, password).")] = "rrn-mlflow-auth",
     data_pvc: Annotated[str, typer.Option(
         help="PersistentVolumeClaim with the data sets, mounted read-write in every Ray pod "
              "(deploy/k8s creates rrn-data); 'none' mounts nothing.")] = "rrn-data",
@@ -71,6 +75,7 @@ def rayjob_command(
         image=image, namespace=namespace, gpus=gpus, min_workers=min_workers, max_workers=max_workers,
         worker_cpu=worker_cpu, worker_memory=worker_memory, head_cpu=head_cpu, head_memory=head_memory,
         tracking_uri=tracking_uri, s3_endpoint=s3_endpoint, storage_path=storage_path, s3_secret=s3_secret,
+        ray_auth_secret=ray_auth_secret, mlflow_auth_secret=mlflow_auth_secret,
         ttl_seconds=ttl, deadline_seconds=deadline, retries=retries,
         data_pvc=None if data_pvc.lower() == "none" else data_pvc,
         data_mount=data_mount, image_pull_policy=pull_policy,

@@ -9,7 +9,7 @@ if [ ! -x .venv-scan/bin/checkov ]; then
   python3 -m venv .venv-scan
   .venv-scan/bin/pip install --quiet "checkov==$(sed -n 's/^CHECKOV_VERSION=//p' deploy/scan.sh)"
 fi
-export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+export RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
 export RRN_TEST_TMP=${RRN_TEST_TMP:-$(mktemp -d /tmp/rrn-test.XXXXXX)}
 export RAY_TMPDIR="$RRN_TEST_TMP/ray"
 mkdir -p "$RAY_TMPDIR"

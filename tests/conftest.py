@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# Ray 2.60 turns on token auth for local clusters and writes ~/.ray/auth_token;
-# test clusters are loopback-only and must not touch $HOME.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Every Ray a test starts (embedded or `ray start`) runs with token auth, as rrn's
+# own do; the token is drawn per session and travels in the environment only, so
+# Ray writes no ~/.ray/auth_token.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 _tmp_root = Path(os.environ.get("RRN_TEST_TMP") or tempfile.mkdtemp(prefix="rrn-test-"))
 os.environ.setdefault("RAY_TMPDIR", str(_tmp_root / "ray"))
 Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestration.cluster.job_request import JobsError, DEFAULT_ADDRESS, JobRequest, submission_id
@@ -48,10 +49,46 @@ def resolve_address(address: str | None = None) -> str:
     return address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
 
 
+def ray_token() -> tuple[str | None, str]:
+    """The Ray auth token and where it came from, looked up as Ray itself does:
+    RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token
+    (what `ray get-auth-token --generate` writes). (None, "") when there is none."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token, "RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        if named:
+            raise JobsError(f"RAY_AUTH_TOKEN_PATH={named}: cannot read the Ray token file") from None
+        return None, ""
+    if not token and named:
+        raise JobsError(f"RAY_AUTH_TOKEN_PATH={named}: the Ray token file is empty")
+    return (token, str(path)) if token else (None, "")
+
+
 def auth_headers() -> dict[str, str] | None:
-    """Bearer header for clusters with Ray token auth (RAY_AUTH_TOKEN)."""
-    token = os.environ.get("RAY_AUTH_TOKEN")
+    """Bearer header for clusters with Ray token auth (see `ray_token`)."""
+    token, _ = ray_token()
     return {"Authorization": f"Bearer {token}"} if token else None
+
+
+def _reload_rays_token_cache() -> None:
+    """Ray's client adds a token of its own (cached per process, when RAY_AUTH_MODE=token)
+    unless given one: make it read the environment again, so that it sees what
+    `ray_token` saw (matters where one process connects with different settings)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # pragma: no cover - a Ray without token auth
+        pass
+
+
+AUTH_HINT = ("export RAY_AUTH_TOKEN=<the cluster's token> (or point RAY_AUTH_TOKEN_PATH at a file "
+             "holding it; `ray get-auth-token` on the head prints it)")
 
 
 @contextmanager
@@ -67,19 +104,28 @@ def _address_env_hidden() -> Iterator[None]:
 
 
 def connect(address: str | None = None) -> JobSubmissionClient:
-    """A JobSubmissionClient for the cluster (its dashboard URL, e.g. http://head:8265)."""
+    """A JobSubmissionClient for the cluster (its dashboard URL, e.g. http://head:8265),
+    authenticated with the Ray token when there is one. A cluster that refuses the
+    request (401 without a token, 403 with a wrong one) is one JobsError saying which."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
+    token, source = ray_token()
     try:
+        _reload_rays_token_cache()
         with _address_env_hidden():
-            return JobSubmissionClient(url, headers=auth_headers())
+            return JobSubmissionClient(url, headers={"Authorization": f"Bearer {token}"} if token else None)
     except AuthenticationError:
-        hint = "RAY_AUTH_TOKEN was rejected" if os.environ.get("RAY_AUTH_TOKEN") else "set RAY_AUTH_TOKEN"
-        raise JobsError(f"the Ray dashboard at {url} requires token authentication: {hint}") from None
+        if token:
+            raise JobsError(f"the Ray dashboard at {url} refused the token from {source} (403): it is not "
+                            f"this cluster's token; {AUTH_HINT}") from None
+        raise JobsError(f"the Ray dashboard at {url} requires token authentication (401) and no token "
+                        f"was found: {AUTH_HINT}") from None
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise JobsError(f"cannot reach the Ray dashboard at {url}: {err}") from None
+    finally:
+        _reload_rays_token_cache()
 
 
 # --------------------------------------------------------------------------- request

@@ -3,8 +3,10 @@
 Why generate instead of hand-editing YAML: the RayJob must agree with the space
 (GPUs per worker vs. `scaling.use_gpu`, worker pods vs. trials x workers, CPUs for
 `resources_per_worker`), with the in-cluster services of deploy/k8s (MLflow at
-http://mlflow:5000, the object store at http://s3:8333, Secret rrn-s3) and with the
-security rules every manifest of deploy/ follows. A mismatch found here costs a
+http://mlflow:5000 behind its basic-auth app, the object store at http://s3:8333,
+Secrets rrn-s3, rrn-ray-auth and rrn-mlflow-auth) and with the security rules every
+manifest of deploy/ follows (Ray token auth on, the submitter labelled for the Ray
+pods' NetworkPolicy). A mismatch found here costs a
 second; found by the cluster it costs an idle GPU node.
 
 The space travels in a ConfigMap emitted with the RayJob (key `space.yaml`, plus
@@ -22,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from orchestration.cluster.k8s_plan import (SPACE_MOUNT, RUN_AS, K8sError, RayJobOptions, SweepFacts,
-                                            k8s_name, _Plan, plan)
+from orchestration.cluster.k8s_plan import (SPACE_MOUNT, RUN_AS, SUBMITTER_LABEL, K8sError, RayJobOptions,
+                                            SweepFacts, k8s_name, _Plan, plan)
 
 
 def _container_security() -> dict[str, Any]:
@@ -144,6 +146,9 @@ def rayjob_manifests(facts: SweepFacts, options: RayJobOptions) -> tuple[list[di
 
     cluster_spec: dict[str, Any] = {
         "rayVersion": p.ray_version,
+        # Ray's token auth: KubeRay sets RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (from the
+        # Secret's `auth_token`) in every Ray container and in the submitter.
+        "authOptions": {"mode": "token", "secretName": options.ray_auth_secret},
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": {
             "upscalingMode": "Default",
@@ -178,7 +183,8 @@ def rayjob_manifests(facts: SweepFacts, options: RayJobOptions) -> tuple[list[di
     if options.deadline_seconds:
         spec["activeDeadlineSeconds"] = options.deadline_seconds
     spec["submitterPodTemplate"] = {
-        "metadata": {"labels": dict(labels)},
+        # The submitter label lets it through the Ray pods' NetworkPolicy to port 8265.
+        "metadata": {"labels": {**labels, SUBMITTER_LABEL: "true"}},
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,

@@ -27,6 +27,12 @@ IN_CLUSTER_MLFLOW = "http://mlflow:5000"
 IN_CLUSTER_S3 = "http://s3:8333"
 IN_CLUSTER_STORAGE = "s3://rrn/results"
 S3_SECRET = "rrn-s3"
+#: Ray's token (key `auth_token`, KubeRay's name) and the MLflow login (username, password).
+RAY_AUTH_SECRET = "rrn-ray-auth"
+MLFLOW_AUTH_SECRET = "rrn-mlflow-auth"
+#: The label of pods allowed to reach a Ray head's dashboard / Jobs API (port 8265):
+#: RayJob submitters and whatever pod a user runs `rrn submit` from (networkpolicies.yaml).
+SUBMITTER_LABEL = "rrn/ray-submitter"
 SPACE_MOUNT = "/etc/rrn-space"
 RUN_AS = 10001  # the image's user (deploy/Dockerfile)
 MAX_RAYJOB_NAME = 47  # KubeRay names the cluster "<rayjob>-<5 chars>", itself a 63-char DNS label
@@ -54,6 +60,8 @@ class RayJobOptions:
     s3_endpoint: str | None = None
     storage_path: str | None = None
     s3_secret: str = S3_SECRET
+    ray_auth_secret: str = RAY_AUTH_SECRET
+    mlflow_auth_secret: str = MLFLOW_AUTH_SECRET
     ttl_seconds: int = 600
     deadline_seconds: int | None = None
     retries: int = 0
@@ -150,6 +158,8 @@ def plan(facts: SweepFacts, options: RayJobOptions) -> _Plan:
     """Check the options against the space; every error names the option or space field."""
     _check_image(options.image)
     for option, value in (("--namespace", options.namespace), ("--s3-secret", options.s3_secret),
+                          ("--ray-auth-secret", options.ray_auth_secret),
+                          ("--mlflow-auth-secret", options.mlflow_auth_secret),
                           ("--data-pvc", options.data_pvc)):
         if value is not None and (not _DNS_LABEL.match(value) or len(value) > 63):
             raise K8sError(f"{option}: {value!r} is not a valid Kubernetes name (lowercase, digits, '-')")
@@ -251,6 +261,9 @@ def _environment(options: RayJobOptions, storage_path: str | None) -> list[dict[
     ]
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": options.s3_secret, "key": key}}})
+    # The tracking server's login (MLflow's basic-auth app): trials and the driver log in with it.
+    for name, key in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
+        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": options.mlflow_auth_secret, "key": key}}})
     env += [
         {"name": "RRN_HOME", "value": "/tmp/rrn-home"},
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},

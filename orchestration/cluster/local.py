@@ -20,9 +20,15 @@ Why each piece is what it is:
   (orchestration/tracking/retry.py), which is what the test checks.
 * S3: moto's HTTP server behind a `tcp_relay`: faults stop the relay, never moto,
   whose objects live in memory (see orchestration/cluster/tcp_relay.py).
-* Credentials (AWS keys, the database password) are random per cluster and reach
-  processes through their environment only (PGPASSWORD, AWS_*), never through a
-  command line, a URI or a file the cluster writes.
+* Nothing answers without credentials: Ray runs with token auth (RAY_AUTH_MODE=token,
+  the token in RAY_AUTH_TOKEN on every node, so jobs and trials join with it), and
+  the MLflow server is MLflow's basic-auth app (its users in the same PostgreSQL
+  database; trials log in with MLFLOW_TRACKING_USERNAME/PASSWORD from their node's
+  environment).
+* Credentials (AWS keys, the database password, the Ray token, the MLflow admin
+  password, Flask's secret key) are random per cluster and reach processes through
+  their environment only (PGPASSWORD, AWS_*, RAY_AUTH_TOKEN, MLFLOW_*), never through
+  a command line, a URI or a file the cluster writes.
 
 Every process is started in a process group of its own and ended by signalling
 that group (never `ray stop`, which would end other people's Ray too).
@@ -47,10 +53,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from orchestration.cluster.local_services import FAST_HEALTH_CHECK, QUIET, S3, MlflowServer, Postgres, RayNode, can_isolate_nodes
-from orchestration.cluster.processes import http_ok, port_open, wait_until
+from orchestration.cluster.local_services import (FAST_HEALTH_CHECK, MLFLOW_ADMIN, QUIET, S3, MlflowServer, Postgres,
+                                                  RayNode, can_isolate_nodes)
+from orchestration.cluster.processes import port_open, wait_until
 
 T = TypeVar("T")
 
@@ -63,10 +70,23 @@ class Secrets:
 
     aws_key_id: str = field(default_factory=lambda: "AKRRN" + secrets.token_hex(8).upper())
     aws_secret: str = field(default_factory=lambda: "rrn-s3-" + secrets.token_hex(16))
+    ray_token: str = field(default_factory=lambda: secrets.token_hex(32))
+    mlflow_password: str = field(default_factory=lambda: "rrn-mlflow-" + secrets.token_hex(16))
+    flask_key: str = field(default_factory=lambda: "rrn-flask-" + secrets.token_hex(16))
 
     def env(self) -> dict[str, str]:
+        """What every node and service holds: the object store's keys."""
         return {"AWS_ACCESS_KEY_ID": self.aws_key_id, "AWS_SECRET_ACCESS_KEY": self.aws_secret,
                 "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def ray_env(self) -> dict[str, str]:
+        """What a Ray node (and so every job and trial) holds on top: Ray's token
+        auth, and the tracking server's login (MLflow's client reads it)."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.ray_token,
+                "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN, "MLFLOW_TRACKING_PASSWORD": self.mlflow_password}
+
+    def values(self) -> list[str]:
+        return [self.aws_key_id, self.aws_secret, self.ray_token, self.mlflow_password, self.flask_key]
 
 
 @dataclass
@@ -110,7 +130,7 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.head.dashboard_port}"
 
     def all_secrets(self) -> list[str]:
-        out = [self.secrets.aws_key_id, self.secrets.aws_secret]
+        out = self.secrets.values()
         if self.postgres is not None:
             out.append(self.postgres.password)
         return out
@@ -121,7 +141,8 @@ class LocalCluster:
             self.isolate = can_isolate_nodes()
         env = self.base_env()
         # The head first: the slowest to come up, it starts while the rest does.
-        self.head = RayNode("head", self.root / "head", {**env, **FAST_HEALTH_CHECK}, head=True)
+        ray_env = {**env, **self.secrets.ray_env()}
+        self.head = RayNode("head", self.root / "head", {**ray_env, **FAST_HEALTH_CHECK}, head=True)
         self.head.start()
         # PostgreSQL's own files must be reachable by the postgres user: a fresh
         # world-traversable temp dir, not the (0700) test folder.
@@ -133,19 +154,21 @@ class LocalCluster:
                                    {**env, "PGPASSWORD": self.postgres.password,
                                     "MLFLOW_S3_ENDPOINT_URL": self.s3.url,
                                     "AWS_MAX_ATTEMPTS": "1",   # see the module docstring
+                                    "MLFLOW_AUTH_ADMIN_PASSWORD": self.secrets.mlflow_password,
+                                    "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets.flask_key,
                                     # no GenAI job runners: they double the start-up time
                                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                                    self.postgres.uri, f"s3://{self.s3.bucket}/mlartifacts")
         self.mlflow.launch()
         wait_until(lambda: port_open(self.head.gcs_port), 120, "Ray head GCS", self.head.proc)
         for i in range(self.workers):
-            node = RayNode(f"worker-{chr(ord('a') + i)}", self.root / f"worker-{i}", env,
+            node = RayNode(f"worker-{chr(ord('a') + i)}", self.root / f"worker-{i}", ray_env,
                            num_cpus=self.cpus_per_worker, head_port=self.head.gcs_port, index=i,
                            isolate=self.isolate)
             node.start()
             self.nodes.append(node)
         self.mlflow.wait()
-        wait_until(lambda: http_ok(f"{self.dashboard}/api/jobs/"), 120, "Ray head", self.head.proc)
+        wait_until(lambda: self.ray_get("/api/jobs/") is not None, 120, "Ray head", self.head.proc)
         self.wait_for_nodes()
         return self
 
@@ -154,10 +177,16 @@ class LocalCluster:
         return {name for node in self.ray_nodes() if node["state"] == "ALIVE"
                 for name in node["resources_total"] if name.startswith("rrn_node_")}
 
+    def ray_get(self, path: str) -> Any:
+        """GET a dashboard API path with the cluster's token; its JSON."""
+        request = urllib.request.Request(f"{self.dashboard}{path}",
+                                         headers={"Authorization": f"Bearer {self.secrets.ray_token}"})
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return json.load(r)
+
     def ray_nodes(self) -> list[dict]:
         """Ray's node table (state API over HTTP: no `ray.init` in the caller)."""
-        with urllib.request.urlopen(f"{self.dashboard}/api/v0/nodes?limit=100&detail=1", timeout=5) as r:
-            return json.load(r)["data"]["result"]["result"]
+        return self.ray_get("/api/v0/nodes?limit=100&detail=1")["data"]["result"]["result"]
 
     def alive_node_ids(self) -> set[str]:
         return {node["node_id"] for node in self.ray_nodes() if node["state"] == "ALIVE"}
@@ -191,7 +220,7 @@ class LocalCluster:
 
     def client_env(self) -> dict[str, str]:
         """What a user's shell needs to submit to and read from this cluster."""
-        return {**self.secrets.env(), "RAY_ADDRESS": self.dashboard,
+        return {**self.secrets.env(), **self.secrets.ray_env(), "RAY_ADDRESS": self.dashboard,
                 "MLFLOW_TRACKING_URI": self.mlflow.url if self.mlflow else "",
                 "AWS_ENDPOINT_URL": self.s3.url if self.s3 else ""}
 
@@ -269,7 +298,8 @@ def serve(open_cluster: Callable[[], AbstractContextManager[T]], ready: Callable
 
 def _announce(cluster: LocalCluster) -> None:
     print(f"Ray dashboard / jobs API  {cluster.dashboard}")
-    print(f"MLflow tracking server    {cluster.mlflow.url}  (PostgreSQL {cluster.postgres.uri})")
+    print(f"MLflow tracking server    {cluster.mlflow.url}  (PostgreSQL {cluster.postgres.uri}; "
+          f"login {MLFLOW_ADMIN} with MLFLOW_TRACKING_PASSWORD below)")
     print(f"S3 endpoint               {cluster.s3.url}  bucket {cluster.s3.bucket}")
     print(f"worker nodes              {', '.join(n.name for n in cluster.nodes)}"
           f" ({'private /tmp each' if cluster.isolate else 'shared /tmp: not root or no unshare'})")

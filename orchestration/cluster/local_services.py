@@ -28,8 +28,24 @@ PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 #: declared dead after about 3 missed 1 s health checks.
 FAST_HEALTH_CHECK = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
                      "RAY_health_check_failure_threshold": "3"}
-QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-         "RAY_AUTH_MODE": "disabled"}
+QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+#: The MLflow user the cluster's admin account has (its password is a per-cluster secret).
+MLFLOW_ADMIN = "rrn-admin"
+#: MLflow's basic-auth app: users and permissions in PostgreSQL beside the runs (the
+#: same database; its own tables and alembic_version_auth), the password from
+#: PGPASSWORD, the admin's from MLFLOW_AUTH_ADMIN_PASSWORD. No secret in this file.
+#: The login cache: each password check is a scrypt hash, measured 426 ms per request
+#: on this machine without it, 31 ms with it; trials log every step, so without the
+#: cache the server's CPU, not training, set the sweep's pace. A changed password
+#: reaches a server worker within the TTL.
+AUTH_INI = """[mlflow]
+default_permission = NO_PERMISSIONS
+database_uri = {database_uri}
+admin_username = {admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+grant_default_workspace_access = false
+auth_cache_ttl_seconds = 60
+"""
 
 
 def postgres_bin() -> Path | None:
@@ -170,7 +186,10 @@ class S3:
 
 @dataclass
 class MlflowServer:
-    """`mlflow server` on PostgreSQL with artifacts proxied to S3."""
+    """`mlflow server` on PostgreSQL with artifacts proxied to S3, behind MLflow's
+    basic-auth app (every request but /health needs a user and password). `env`
+    carries the admin's password (MLFLOW_AUTH_ADMIN_PASSWORD) and the Flask secret
+    key (MLFLOW_FLASK_SERVER_SECRET_KEY)."""
 
     root: Path
     env: dict[str, str]
@@ -185,10 +204,15 @@ class MlflowServer:
 
     def launch(self) -> None:
         """Start the server process; it serves once `wait` returns."""
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+        self.root.mkdir(parents=True, exist_ok=True)
+        ini = self.root / "basic_auth.ini"
+        ini.write_text(AUTH_INI.format(database_uri=self.backend_uri, admin=MLFLOW_ADMIN))
+        cmd = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+               "--host", "127.0.0.1", "--port", str(self.port),
                "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts,
                "--workers", "1"]
-        self.proc = Proc("mlflow", cmd, self.env, self.root / "mlflow.log").start()
+        self.proc = Proc("mlflow", cmd, {**self.env, "MLFLOW_AUTH_CONFIG_PATH": str(ini)},
+                         self.root / "mlflow.log").start()
 
     def wait(self, timeout: float = 120) -> None:
         wait_until(lambda: http_ok(f"{self.url}/health"), timeout, "MLflow server", self.proc)

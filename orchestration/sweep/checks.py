@@ -17,6 +17,7 @@ import difflib
 import math
 import os
 import shutil
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -118,6 +119,9 @@ def _server_problem(uri: str) -> str | None:
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure means runs could not be logged
+        refused = _refused_login(err)
+        if refused:
+            return f"tracking server {redact_text(uri)} refused the request ({refused}): {_login_hint()}"
         return (f"tracking server {redact_text(uri)} does not answer "
                 f"({type(err).__name__}: {redact_text(str(err))[:300]})")
     finally:
@@ -127,6 +131,25 @@ def _server_problem(uri: str) -> str | None:
             else:
                 os.environ[key] = value
     return None
+
+
+def _refused_login(err: Exception) -> str | None:
+    """"HTTP 401" / "HTTP 403" when the server refused who we are (MLflow's basic-auth
+    app: no or wrong MLFLOW_TRACKING_USERNAME/PASSWORD), else None."""
+    code = getattr(err, "get_http_status_code", lambda: None)()
+    found = re.search(r"error code (401|403)\b", str(err))
+    status = code if code in (401, 403) else int(found.group(1)) if found else None
+    return f"HTTP {status}" if status else None
+
+
+def _login_hint() -> str:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    given = ("MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD are not set" if not user
+             or not os.environ.get("MLFLOW_TRACKING_PASSWORD")
+             else f"user {user!r} (MLFLOW_TRACKING_USERNAME) with MLFLOW_TRACKING_PASSWORD was not accepted")
+    return (f"it requires a login and {given}; set both in the environment of the sweep and of every "
+            "node that runs its trials (a Kubernetes Secret, or exported before `ray start`), never in "
+            "the space file or a job's runtime env")
 
 
 # --------------------------------------------------------------------------- storage

@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from ray import tune
 
 from orchestration import ray_compat
+from orchestration.ray_auth import embedded_token_auth
 from orchestration.storage import filesystems
 from orchestration.tracking.gitinfo import git_state
 from orchestration.tracking.store import child_runs, find_runs_by_tags, resolve_tracking_uri
@@ -226,9 +227,9 @@ def connect_ray(address: str | None, verbose: bool = False) -> bool:
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=verbose, logging_level=level)
     else:
-        # An embedded, dashboard-less cluster for this process only: Ray 2.60 would
-        # otherwise switch on token auth and write ~/.ray/auth_token.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # An embedded, dashboard-less cluster for this process only; its ports are
+        # open on the machine's address, so token auth is on (orchestration/ray_auth.py).
+        embedded_token_auth()
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
                  _temp_dir=os.environ.get("RAY_TMPDIR") or None,
                  log_to_driver=verbose, logging_level=level)

@@ -117,7 +117,7 @@ def test_example_manifests_are_schema_valid() -> None:
 def test_secret_templates_are_schema_valid() -> None:
     files = sorted((REPO / "deploy" / "k8s" / "secrets").glob("*.yaml"))
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
-    assert {d["metadata"]["name"] for d in docs} == {"rrn-postgres", "rrn-s3"}
+    assert {d["metadata"]["name"] for d in docs} == {"rrn-postgres", "rrn-s3", "rrn-ray-auth", "rrn-mlflow-auth"}
     assert [p for d in docs for p in schema_errors(d)] == []
 
 

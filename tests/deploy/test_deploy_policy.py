@@ -92,3 +92,48 @@ def test_policy_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad.write_text(yaml.safe_dump(pod))
     assert policy.main([str(bad)]) == 1
     assert "Pod/p container c" in capsys.readouterr().out
+
+
+def test_ray_entry_points_need_the_token_and_stay_inside(rendered: dict) -> None:
+    """Every overlay: Ray token auth on, the head not exposed, and the Ray pods' NetworkPolicy
+    (Ray pods reach each other; only submitters and the KubeRay operator reach 8265)."""
+    for overlay, docs in rendered.items():
+        assert policy.network_findings(docs, whole=True) == [], overlay
+        ray = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "ray")
+        assert ray["spec"]["podSelector"]["matchLabels"] == policy.RAY_POD
+    assert policy.network_findings(generated_rayjobs(), whole=False) == []
+
+
+def _with(docs: list[dict[str, Any]], change: Any) -> list[dict[str, Any]]:
+    docs = copy.deepcopy(docs)
+    change(docs)
+    return docs
+
+
+def _ray_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "ray")
+
+
+def _cluster(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == "RayCluster")
+
+
+@pytest.mark.parametrize("breakage, rule", [
+    (lambda ds: ds.remove(_ray_policy(ds)), "ray-network-policy"),
+    # the namespace's pods on the GCS / Ray Client ports
+    (lambda ds: _ray_policy(ds)["spec"]["ingress"].append({"from": [{"podSelector": {}}],
+                                                         "ports": [{"port": 6379}, {"port": 10001}]}), "ray-network-policy"),
+    # submitters on every port, not only 8265
+    (lambda ds: _ray_policy(ds)["spec"]["ingress"][1].pop("ports"), "ray-network-policy"),
+    # anyone, anywhere
+    (lambda ds: _ray_policy(ds)["spec"]["ingress"].append({}), "ray-network-policy"),
+    (lambda ds: _cluster(ds)["spec"].pop("authOptions"), "ray-auth"),
+    (lambda ds: _cluster(ds)["spec"]["authOptions"].update(mode="disabled"), "ray-auth"),
+    (lambda ds: _cluster(ds)["spec"]["headGroupSpec"].update(serviceType="LoadBalancer"), "dashboard-exposed"),
+    (lambda ds: ds.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ray"},
+                           "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
+                               "service": {"name": "rrn-head-svc", "port": {"number": 8265}}}}]}}]}}),
+     "dashboard-exposed"),
+])
+def test_network_policy_catches_each_breakage(rendered: dict, breakage: Any, rule: str) -> None:
+    assert rule in {f.rule for f in policy.network_findings(_with(rendered["dev"], breakage), whole=True)}

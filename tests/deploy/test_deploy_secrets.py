@@ -67,6 +67,8 @@ def secret_refs(node: Any) -> list[tuple[str, str | None]]:
             found.append((node["secretRef"]["name"], None))
         if isinstance(node.get("secret"), dict) and "secretName" in node["secret"]:
             found.append((node["secret"]["secretName"], None))
+        if isinstance(node.get("authOptions"), dict) and node["authOptions"].get("secretName"):
+            found.append((node["authOptions"]["secretName"], "auth_token"))   # KubeRay's key
         for value in node.values():
             found += secret_refs(value)
     elif isinstance(node, list):

@@ -1,5 +1,6 @@
 """Which files under a folder hold any of the test's secret strings (for the
-credential scans of the sweep, the job submission and the cluster tests)."""
+credential scans of the sweep, the job submission and the cluster tests; the
+cluster's include its Ray token and MLflow admin password: LocalCluster.all_secrets)."""
 
 from __future__ import annotations
 

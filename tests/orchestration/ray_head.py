@@ -75,7 +75,8 @@ def _end(proc: subprocess.Popen) -> None:
 def ray_head(temp_dir: Path, log: Path, num_cpus: int = 2, env: Mapping[str, str] | None = None,
              token: str | None = None) -> Iterator[Head]:
     """A head on 127.0.0.1 with this venv first on PATH (as on a well-started head);
-    `token` turns Ray's token auth on. `temp_dir` must be short (Ray puts sockets there)."""
+    `token` turns Ray's token auth on with that token (else the environment's settings
+    apply: the test session's token). `temp_dir` must be short (Ray puts sockets there)."""
     venv_bin = Path(sys.executable).parent
     run_env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
                "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
@@ -83,6 +84,8 @@ def ray_head(temp_dir: Path, log: Path, num_cpus: int = 2, env: Mapping[str, str
         run_env.pop(name, None)
     if token:
         run_env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    elif run_env.get("RAY_AUTH_MODE", "").lower() == "token":
+        token = run_env.get("RAY_AUTH_TOKEN")   # the session's (tests/conftest.py)
     gcs, dashboard = free_port(), free_port()
     cmd = [str(venv_bin / "ray"), "start", "--head", "--block", "--disable-usage-stats",
            "--node-ip-address", "127.0.0.1", "--port", str(gcs),

@@ -15,7 +15,10 @@ it runs, four faults are injected one after the other:
 Each test below then checks one promise against what the services hold: every
 trial finished exactly once, its metrics present once per step, no run left
 RUNNING, every checkpoint readable, results equal to an undisturbed run of the
-same seeds, and no credential anywhere in the database, the bucket or the logs.
+same seeds, and no credential (S3 keys, database password, Ray token, MLflow admin
+password, Flask key) anywhere in the database, the bucket, the shared disk or the
+nodes' logs. Every service asks for credentials (Ray token auth, MLflow's basic-auth
+app): a request without them is refused, the same request with them answers.
 The module costs 4.5-5.5 minutes on 2 cores: the cluster 25-48 s, the disturbed
 sweep 3.5-4.5 min (of it ~1 min the two outages, which overlap by 20 s).
 """
@@ -36,6 +39,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from cluster_auth import entry_point_statuses, gcs_join_without_token, status_of
 from leak_scan import files_holding
 from cluster_faults import (EVAL_EVERY, ITERS, SWEEP, Timeline, all_objects, driver_rss_mb,
                             eventually, experiment_state, sweep_runs, write_space)
@@ -258,6 +262,21 @@ def test_cluster_has_isolated_worker_nodes_and_a_cpu_less_head(cluster: LocalClu
     seen = subprocess.run(["nsenter", "-t", str(pid), "-m", "test", "-e", str(probe)])
     assert seen.returncode != 0, "a worker node can read the head's /tmp"
     shutil.rmtree(probe.parent)
+
+
+def test_no_entry_point_answers_without_credentials(cluster: LocalCluster, tmp_path: Path) -> None:
+    """The Ray Jobs API, the dashboard's data and the MLflow REST API refuse a request
+    without credentials (and with wrong ones), and answer the same request with them;
+    a process without the token cannot join the cluster's GCS either."""
+    seen = entry_point_statuses(cluster)
+    print(f"\nno credentials / wrong / right: {seen}")
+    for path, statuses in seen.items():
+        assert statuses == ([401, 401, 200] if path.startswith(cluster.mlflow.url) else [401, 403, 200]), \
+            f"{path}: {statuses}"
+    assert status_of(cluster.mlflow.url + "/health") == 200, "the probes' endpoint stays open"
+    refused = gcs_join_without_token(cluster, tmp_path)
+    assert "JOINED" not in refused.stdout and refused.returncode != 0
+    assert "AuthenticationError" in refused.stderr, refused.stderr[-2000:]
 
 
 def test_every_trial_finished_exactly_once(disturbed: Timeline, mlflow_client: Any, s3: Any,

@@ -133,10 +133,22 @@ def test_request_rejects_bad_input_before_any_network(workdir: Path, tmp_path_fa
     assert parse_env(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
 
 
-def test_address_and_auth_header_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_address_and_auth_header_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     assert resolve_address() == "http://127.0.0.1:8265" and auth_headers() is None
+    # Ray's own token file, as `ray get-auth-token --generate` writes it
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-home\n")
+    assert auth_headers() == {"Authorization": "Bearer from-home"}
+    (tmp_path / "tok").write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "tok"))
+    assert auth_headers() == {"Authorization": "Bearer from-path"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(JobsError, match="RAY_AUTH_TOKEN_PATH=.*missing: cannot read"):
+        auth_headers()
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
     assert resolve_address() == "http://head:8265" and resolve_address("http://x:1") == "http://x:1"
     monkeypatch.setenv("RAY_AUTH_TOKEN", "tkn")
@@ -253,7 +265,7 @@ def test_status_logs_list_cli(validate_job, ray_head: str) -> None:
     missing = _invoke("jobs", "status", "rrn-no-such-job", "--address", ray_head)
     assert missing.exit_code == 2 and "no job 'rrn-no-such-job'" in missing.stderr
     no_token = _invoke("jobs", "list", "--address", ray_head, env={**WIDE, "RAY_AUTH_TOKEN": ""})
-    assert no_token.exit_code == 2 and "requires token authentication: set RAY_AUTH_TOKEN" in no_token.stderr
+    assert no_token.exit_code == 2 and "requires token authentication (401)" in no_token.stderr
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestration import ray_compat
+from orchestration.ray_auth import embedded_token_auth
 from orchestration.names import FULLY_TRAINED, GRID_KEY, PARAMS_KEY, POINT_KEY
 from orchestration.sweep.searcher import GridSearcher
 
@@ -68,7 +69,7 @@ def tiny_experiment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tun
     """Two real Tune trials from our GridSearcher, on an embedded Ray."""
     started = not ray.is_initialized()
     if started:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        embedded_token_auth()
         ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
                  _temp_dir=os.environ.get("RAY_TMPDIR") or None)
     storage = tmp_path_factory.mktemp("ray-compat")
