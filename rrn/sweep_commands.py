@@ -167,8 +167,8 @@ def register(app: typer.Typer) -> None:
         """Run the whole pipeline on a laptop in minutes (synthetic data, small sweep).
 
         Generates the synthetic data set in RRN_HOME/data/synth (if missing), then
-        sweeps search_spaces/demo.yaml: supervised / CPS / RRN at 1/8 and 1/2 of the
-        labels, two learning rates each (12 short trials, 2 at a time)."""
+        sweeps search_spaces/demo.yaml: supervised at 1/32 and 1/16 of the labels, rrn
+        at 1/32, two seeds each (6 trials, 2 at a time), then prints the verdicts."""
         from rich.progress import Progress
 
         from orchestration.sweep.prepare import SweepOptions
