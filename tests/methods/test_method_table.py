@@ -89,7 +89,8 @@ def test_a_new_method_reaches_help_colours_and_parametrised_tests(throwaway: str
              "miou_final": 0.5, "collapsed": False, "run_id": f"{m}{seed}"}
             for m in METHODS for seed in (0, 1)]
     fig = label_efficiency_figure(pd.DataFrame(rows))
-    colors = {ln.get_label(): to_hex(ln.get_color()) for ln in fig.axes[0].get_lines()}
+    colors = {ln.get_label(): to_hex(ln.get_color()) for ln in fig.axes[0].get_lines()
+              if not ln.get_label().startswith("_")}   # the legend's lines, not markers or bars
     assert colors[throwaway] == method_color(throwaway)
     assert len(set(colors.values())) == len(METHODS), colors
 

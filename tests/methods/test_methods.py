@@ -56,7 +56,8 @@ EXPECTED_TERMS = {
     "fixmatch": {"loss_sup", "loss_unsup", "pseudo_acc", "confident_fraction"},
     "rrn": {"loss_sup", "loss_cps", "loss_select", "loss_cross", "loss_drl", "loss_fm",
             "loss_disc", "regions_kept", "region_weight", "region_weight_spread", "pseudo_acc",
-            "pseudo_acc_kept", "pseudo_acc_rejected", "critic_auroc", "unsup_ramp"},
+            "pseudo_acc_kept", "pseudo_acc_rejected", "critic_auroc", "unsup_ramp",
+            "select_vs_cps_disagree", "share_sup", "share_cps", "share_select", "share_fm"},
 }
 # Health signals that are NaN when not measurable in a batch (e.g. every region kept:
 # no rejected pixel; every region good: no AUROC).
