@@ -128,16 +128,23 @@ def test_rrn_core_imports_and_trains_where_ray_mlflow_and_optuna_are_absent(gpu_
     assert "trained 2 steps" in proc.stdout
 
 
+#: The project's own packages: they travel with the repository.
+FIRST_PARTY = {"rrn", "rrn_core"}
+#: What `python -m rrn_core` runs beside rrn_core: the CLI modules of its commands.
+CORE_CLI = ("rrn/console.py", "rrn/run_commands.py", "rrn/data_commands.py")
+
+
 def third_party_imports(package: Path) -> set[str]:
-    """Top-level names imported anywhere in `package` (module level or inside functions)."""
+    """Top-level names imported anywhere in `package` (a folder or one module; module
+    level or inside functions)."""
     names: set[str] = set()
-    for path in package.rglob("*.py"):
+    for path in (package.rglob("*.py") if package.is_dir() else [package]):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n != package.name}
+    return {n for n in names if n not in sys.stdlib_module_names and n not in FIRST_PARTY}
 
 
 def test_every_import_of_rrn_core_is_on_a_gpu_machine_or_in_its_wheels():
@@ -145,7 +152,8 @@ def test_every_import_of_rrn_core_is_on_a_gpu_machine_or_in_its_wheels():
     allowed = requirement_closure([*GPU_MACHINE_HAS, *wheel_names()])
     owners = metadata.packages_distributions()
     missing = {}
-    for name in sorted(third_party_imports(REPO / "rrn_core")):
+    imported = set().union(*(third_party_imports(REPO / p) for p in ("rrn_core", *CORE_CLI)))
+    for name in sorted(imported):
         dists = {canonicalize_name(d) for d in owners.get(name, [])}
         if not dists & allowed:
             missing[name] = sorted(dists) or ["not installed"]
