@@ -545,6 +545,17 @@ def test_the_table_has_at_least_40_rows() -> None:
     assert len({r.id for r in ROWS}) == len(ROWS)
 
 
+def case_in_isolation(world: World, row: Row, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A row's case folder, run with no inherited store, storage or cluster address and
+    its own RRN_HOME, from the world's root (what every table of rows starts from)."""
+    for name in ("RRN_TRACKING_URI", "MLFLOW_TRACKING_URI", "RRN_STORAGE_PATH",
+                 "RRN_STORAGE_ENDPOINT_URL", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RRN_HOME", str(world.root / "home"))
+    monkeypatch.chdir(world.root)
+    return world.case_dir(row.id)
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureRequest,
                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -556,12 +567,7 @@ def test_bad_input_is_refused(row: Row, world: World, request: pytest.FixtureReq
         pytest.skip(reason="this machine has CUDA: the input is valid here")
     if row.ray:
         world.dashboard = request.getfixturevalue("ray_cluster")
-    for name in ("RRN_TRACKING_URI", "MLFLOW_TRACKING_URI", "RRN_STORAGE_PATH",
-                 "RRN_STORAGE_ENDPOINT_URL", "RAY_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("RRN_HOME", str(world.root / "home"))
-    monkeypatch.chdir(world.root)
-    case = world.case_dir(row.id)
+    case = case_in_isolation(world, row, monkeypatch)
     args, names = row.setup(world, case)
     for name, value in row.env.items():
         monkeypatch.setenv(name, value.format(case=case))

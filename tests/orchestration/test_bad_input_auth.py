@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from test_bad_input import (SUBMIT, Row, World, argv, snapshot, space_tree, world,  # noqa: F401  (fixture)
+from test_bad_input import (SUBMIT, Row, World, argv, case_in_isolation, snapshot, space_tree, world,  # noqa: F401  (fixture)
                             write_yaml)
 
 pytestmark = pytest.mark.slow
@@ -117,12 +117,7 @@ def test_missing_or_wrong_credentials_are_refused(row: Row, world: World, reques
 
     server = getattr(row.setup, "server", None)
     world.dashboard = request.getfixturevalue(server or "authed_head")
-    for name in ("RRN_TRACKING_URI", "MLFLOW_TRACKING_URI", "RRN_STORAGE_PATH",
-                 "RRN_STORAGE_ENDPOINT_URL", "RAY_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("RRN_HOME", str(world.root / "home"))
-    monkeypatch.chdir(world.root)
-    case = world.case_dir(row.id)
+    case = case_in_isolation(world, row, monkeypatch)
     args, names = row.setup(world, case)
     jobs_before = [] if server else jobs_on(world.dashboard)
     for name, value in row.env.items():
