@@ -142,9 +142,9 @@ def print_table(rows: list[dict]) -> None:
 
 
 def run_one(args, family: str, root: Path, seed: int, label: str, method: str, ratio: float | None,
-            overrides: dict, work: Path) -> dict:
+            overrides: dict, work: Path, data_overrides: dict | None = None) -> dict:
     cfg = load_config(args.config, {
-        "data.root": str(root), "data.label_ratio": ratio, "data.split_seed": seed,
+        **(data_overrides or {}), "data.root": str(root), "data.label_ratio": ratio, "data.split_seed": seed,
         "method.name": method, "runtime.seed": seed, "runtime.progress": False,
         "runtime.resume": False, **args.set, **overrides,
         "runtime.output_dir": str(work / f"{family}-{label.split()[0]}-{ratio}-{seed}"),
@@ -172,10 +172,31 @@ def _with_eval_every(cfg, seed: int):
     return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"every": every})}), bundle
 
 
+def data_sets(args, work: Path) -> list[tuple[str, Path, dict]]:
+    """(name, root, config overrides) of every set to run: generated synthetic families,
+    then the user's own sets, whose class count comes from their classes.txt."""
+    families = args.families if args.families is not None else ([] if args.data else list(FAMILIES))
+    sets = []
+    for family in families:
+        root = work / family
+        generate_synthetic(root, num_classes=load_config(args.config).data.num_classes, num_train=400,
+                           num_val=100, size=96, seed=0, family=family)
+        sets.append((family, root, {}))
+    for item in args.data:
+        name, root = item.split("=", 1)
+        classes = [line for line in (Path(root) / "classes.txt").read_text().splitlines() if line.strip()]
+        sets.append((name, Path(root), {"data.num_classes": len(classes)}))
+    return sets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/synth.yaml")
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--families", nargs="*", choices=FAMILIES,
+                        help="synthetic families (default: both, unless --data is given)")
+    parser.add_argument("--data", action="append", default=[], metavar="NAME=ROOT",
+                        help="a VOC-layout set of your own (bench/real_sets.py builds two), its class "
+                             "count from ROOT/classes.txt")
     parser.add_argument("--ratio", type=float, default=0.125)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -203,13 +224,10 @@ def main() -> None:
     if not args.no_ceiling:
         runs.append((CEILING, "supervised", None, {}))
     rows: list[dict] = []
-    for family in args.families:
-        root = work / family
-        generate_synthetic(root, num_classes=load_config(args.config).data.num_classes, num_train=400,
-                           num_val=100, size=96, seed=0, family=family)
+    for family, root, data_overrides in data_sets(args, work):
         for seed in args.seeds:
             for label, method, ratio, overrides in runs:
-                row = run_one(args, family, root, seed, label, method, ratio, overrides, work)
+                row = run_one(args, family, root, seed, label, method, ratio, overrides, work, data_overrides)
                 rows.append(row)
                 if args.out:
                     with args.out.open("a") as fh:
