@@ -9,10 +9,12 @@ downloaded, so the sets are built from image files that public wheels carry:
   covers it (1 + digit; 0 background); the faint rim of each stroke is 255 (ignored),
   as VOC marks object outlines. Train and val canvases draw from disjoint halves of the
   digits, so val digits were written by hands never seen in training.
-- **digits_on_photos** (3 classes: background, digits 0-4, digits 5-9; grayscale,
-  36-60 px, so some images are smaller than a 48 crop): the same digits, dark or bright
-  ink, over crops of the real photographs scikit-learn and matplotlib ship
-  (`china.jpg`, `flower.jpg`, `grace_hopper.jpg`): real clutter, real texture edges.
+- **digits_on_photos** (3 classes: background, dark handwriting, bright handwriting;
+  grayscale, 36-60 px, so some images are smaller than a 48 crop): the same digits
+  written darker or brighter than the photo under them, over crops of the real
+  photographs scikit-learn and matplotlib ship (`china.jpg`, `flower.jpg`,
+  `grace_hopper.jpg`): the strokes must be told from real clutter and real edges, and
+  their class is their contrast with the local background, not their brightness.
 
     .venv/bin/python bench/real_sets.py OUT_DIR        # writes OUT_DIR/digits, OUT_DIR/digits_on_photos
 """
@@ -110,15 +112,16 @@ def photo_canvas(pool: np.ndarray, targets: np.ndarray, backgrounds: list[np.nda
         index = int(rng.integers(len(pool)))
         y, x, size = where
         local = float(canvas[y:y + size, x:x + size].mean())
-        ink = float(np.clip(local + rng.choice([-1, 1]) * rng.uniform(0.3, 0.5), 0, 1))
-        paste_digit(canvas, label, pool[index], 1 + int(targets[index] >= 5), ink, where)
+        sign = int(rng.choice([-1, 1])) if 0.25 < local < 0.75 else (1 if local <= 0.25 else -1)
+        ink = float(np.clip(local + sign * rng.uniform(0.25, 0.45), 0, 1))
+        paste_digit(canvas, label, pool[index], 1 if sign < 0 else 2, ink, where)
     return canvas + rng.normal(0, 0.03, canvas.shape), label
 
 
 SETS: dict[str, tuple[list[str], int, int]] = {
     # name: (class names, train images, val images)
     "digits": (["background"] + [f"digit_{d}" for d in range(10)], 120, 60),
-    "digits_on_photos": (["background", "digit_0_to_4", "digit_5_to_9"], 160, 60),
+    "digits_on_photos": (["background", "dark_handwriting", "bright_handwriting"], 160, 60),
 }
 
 
