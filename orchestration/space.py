@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, GRID_ONLY
 from orchestration.space_schema import SpaceError, Distribution, SweepSpace, SAMPLERS, field_problem
 from orchestration.storage import filesystems
-from rrn_core.config import RunConfig, apply_overrides, error_lines
+from rrn_core.config import InvalidFields, RunConfig, build_config
 from rrn_core.field_messages import field_message
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
 from rrn_core.yaml_files import YamlLimitError, read_yaml_file
@@ -76,11 +76,11 @@ class ResolvedSpace:
 
         Searched keys missing from `sampled` keep their base/fixed value.
         """
-        overrides = self.overrides(grid_point, sampled)
-        errors = _build_errors(self, overrides, {"search": dict(sampled), "grid": dict(grid_point)})
-        if errors:
+        cfg, errors = _build(self, self.overrides(grid_point, sampled),
+                             {"search": dict(sampled), "grid": dict(grid_point)})
+        if cfg is None:
             raise SpaceError(f"{self.path}: trial config is invalid\n" + "\n".join(f"  {e}" for e in errors))
-        return _build(self.base, overrides)
+        return cfg
 
     def point_label(self, grid_point: Mapping[str, Any]) -> str:
         """A short stable label of a grid point, for study names, tags and tables."""
@@ -144,9 +144,6 @@ class ResolvedSpace:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- optuna
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -172,11 +169,6 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return tree
 
 
-def _build(base: dict[str, Any], overrides: Mapping[str, Any]) -> RunConfig:
-    """The trial's RunConfig, assembled by rrn_core (pydantic errors kept, to attribute them)."""
-    return RunConfig.model_validate(apply_overrides(base, overrides))
-
-
 def _attribute(loc: str, sections: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, Any]]:
     """The space entries that set the failing field (most specific section first)."""
     hits = []
@@ -187,15 +179,16 @@ def _attribute(loc: str, sections: Mapping[str, Mapping[str, Any]]) -> list[tupl
     return hits
 
 
-def _build_errors(resolved: ResolvedSpace, overrides: Mapping[str, Any],
-                  sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Validation errors of one trial config, each naming the entry responsible."""
+def _build(resolved: ResolvedSpace, overrides: Mapping[str, Any],
+           sections: Mapping[str, Mapping[str, Any]]) -> tuple[RunConfig | None, list[str]]:
+    """One trial's RunConfig, built (and validated, once) by rrn_core's `build_config`;
+    or None and its errors, each naming the space entry that set the failing field."""
     sections = {"fixed": resolved.space.fixed, **sections}
     try:
-        _build(resolved.base, overrides)
-    except ValidationError as err:
+        return build_config(resolved.base, overrides, source=str(resolved.path)), []
+    except InvalidFields as err:
         out = []
-        for loc, msg in error_lines(err):
+        for loc, msg in err.fields:
             hits = _attribute(loc, sections)
             if len(hits) == 1 and hits[0][1] == loc:
                 section, key, value = hits[0]
@@ -205,10 +198,9 @@ def _build_errors(resolved: ResolvedSpace, overrides: Mapping[str, Any],
                 out.append(f"{loc}: {msg} (set by {named})")
             else:
                 out.append(f"{loc}: {msg} (from the base config {resolved.base_path or 'mapping'})")
-        return out
-    except ValueError as err:  # set_dotted: a value where a section is expected
-        return [str(err)]
-    return []
+        return None, out
+    except ValueError as err:  # a value where build_config expects a section
+        return None, [str(err)]
 
 
 def _evaluations(cfg: RunConfig) -> int:
@@ -312,9 +304,9 @@ def load_space(path: str | Path) -> ResolvedSpace:
     for point in resolved.grid_points():
         for variant in _variants(space.search):
             sections = {"grid": point, "search": dict(variant)}
-            problems = _build_errors(resolved, resolved.overrides(point, variant), sections)
-            if not problems:
-                problems = _scheduler_errors(space, _build(base, resolved.overrides(point, variant)))
+            cfg, problems = _build(resolved, resolved.overrides(point, variant), sections)
+            if cfg is not None:
+                problems = _scheduler_errors(space, cfg)
             for problem in problems:
                 if problem not in seen:
                     seen.add(problem)

@@ -82,22 +82,15 @@ def error_lines(err: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    lines += [f"  {where}: {msg}" for where, msg in error_lines(err)]
-    return "\n".join(lines)
+class InvalidFields(ConfigError):
+    """A config tree that fails validation. `fields` holds (dotted field, message) per
+    error, so a caller that assembled the tree from several places (a search space's
+    fixed, grid and searched entries) can name the entry that set each one."""
 
-
-def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, creating levels; sweeps address fields this way."""
-    parts = key.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {key}: {part} is not a section")
-        node = child
-    node[parts[-1]] = value
+    def __init__(self, source: str, fields: list[tuple[str, str]]) -> None:
+        self.fields = fields
+        super().__init__("\n".join([f"{source}: invalid configuration",
+                                    *(f"  {where}: {msg}" for where, msg in fields)]))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -111,39 +104,38 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {key.strip()}: {err}") from None
 
 
-def build_config(tree: dict[str, Any], overrides: dict[str, Any] | None = None,
+def build_config(tree: dict[str, Any], overrides: Mapping[str, Any] | None = None,
                  source: str = "config", base_dir: str | Path | None = None) -> RunConfig:
-    """A validated RunConfig from a tree plus dotted overrides.
+    """A validated RunConfig from a tree plus dotted overrides: the one config builder.
 
-    Relative input paths in the tree resolve against `base_dir` (the folder of the
-    file the tree came from; the current directory when there is no file) and
-    those in `overrides` (the command line) against the current directory; see
-    rrn_core/paths.py.
+    `rrn train/eval/predict` (a file and `--set`), the up-front check of a search space
+    (orchestration/space.py) and every sweep trial (a grid point's tree and the values
+    its study sampled, orchestration/sweep/trial.py) all build their config here.
+    Relative input paths in the tree resolve against `base_dir` (the folder of the file
+    the tree came from; the current directory when there is no file) and those in
+    `overrides` against the current directory; see rrn_core/paths.py. An override of
+    `method.name` first switches the `method:` section (`rebase_method`: a grid over
+    methods runs each on the same base config), then every dotted key is set.
     """
-    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy through plain data
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # a deep copy through plain data
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
     resolve_tree_paths(tree, Path(base_dir) if base_dir is not None else Path.cwd())
-    tree = apply_overrides(tree, resolve_dotted_paths(overrides or {}, Path.cwd()))
+    overrides = resolve_dotted_paths(overrides or {}, Path.cwd())
+    if METHOD_NAME_KEY in overrides:
+        rebase_method(tree, overrides[METHOD_NAME_KEY])
+    for key, value in overrides.items():   # `a.b.c`: creates the levels it needs
+        *sections, name = key.split(".")
+        node = tree
+        for part in sections:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {key}: {part} is not a section")
+        node[name] = value
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
-
-
-def apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a config tree with dotted overrides set: the one way a run's config is
-    assembled (`build_config` here, each trial of a search space in orchestration/space.py).
-
-    An override of `method.name` first switches the `method:` section (a grid over
-    methods runs each on the same base config), then the other keys are set.
-    """
-    tree = yaml.safe_load(yaml.safe_dump(tree))  # a deep copy through plain data
-    if METHOD_NAME_KEY in overrides:
-        rebase_method(tree, overrides[METHOD_NAME_KEY])
-    for key, value in overrides.items():
-        set_dotted(tree, key, value)
-    return tree
+        raise InvalidFields(source, error_lines(err)) from None
 
 
 def rebase_method(tree: dict[str, Any], name: Any) -> None:

@@ -7,7 +7,7 @@ error is therefore rewritten from the field's own constraints ("must be a number
 (0, 1], got nan", "must be a number > 0, got -1"); other errors keep pydantic's
 message.
 
-Used by rrn_core/config.py (`format_validation_error`) and orchestration/space.py
+Used by rrn_core/config.py (`error_lines`, behind `build_config`'s errors) and orchestration/space.py
 where they turn a ValidationError into one line per field.
 """
 

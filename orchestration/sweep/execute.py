@@ -36,8 +36,7 @@ from orchestration.sweep.prepare import (PreparedSweep, Say, SweepError, SweepOp
                                          space_fingerprint)
 from orchestration.sweep.progress import SweepProgress, watch
 from orchestration.sweep.results import SweepOutcome, finished_trials, read_outcome
-from orchestration.sweep.searcher import GridSearcher, build_scheduler, point_seed
-from orchestration.sweep.distributions import build_sampler, to_optuna_distributions
+from orchestration.sweep.searcher import build_scheduler, make_searcher
 from orchestration.tracking.sweep_run import SweepTracker
 from orchestration.sweep.trial import TrialPlan, make_trainable, trial_dirname, trial_name
 from rrn_core.data.bundle import dataset_fingerprint, layout_for, resolve_splits
@@ -251,24 +250,6 @@ def _git_label() -> str | None:
     return None if state.commit is None else state.label
 
 
-def make_searcher(prepared: PreparedSweep) -> GridSearcher:
-    """One seeded Optuna study per grid point, each with its own seed.
-
-    With one seed for all points every study proposed the same values (the demo's six
-    points all tried lr 0.01062 and 0.01557): the "search" was a fixed list repeated.
-    Each point's seed is derived from the sweep's `search_alg.seed` and the point's
-    own values (`point_seed`), so points explore different values and a rerun of the
-    same space proposes exactly the same ones.
-    """
-    space = prepared.resolved.space
-    distributions = to_optuna_distributions(space.search)
-    base_seed = space.search_alg.seed
-    samplers = ([build_sampler(space.search_alg, seed=point_seed(base_seed, point))
-                 for point in prepared.points] if distributions else None)
-    return GridSearcher(prepared.points, distributions, space.num_samples, space.metric, space.mode,
-                        samplers=samplers, fingerprint=space_fingerprint(prepared))
-
-
 def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: Any,
            watchdog: Any) -> Any:
     progress_callback = watch(progress)   # also what a restored Tuner's pickled callback reaches
@@ -291,7 +272,8 @@ def _tuner(prepared: PreparedSweep, plan: Any, options: SweepOptions, progress: 
         trainable,
         param_space={},
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(prepared), scheduler=scheduler,
+            search_alg=make_searcher(space, prepared.points, space_fingerprint(prepared)),
+            scheduler=scheduler,
             num_samples=prepared.resolved.trial_count,
             max_concurrent_trials=prepared.max_concurrent, metric=space.metric, mode=space.mode,
             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,

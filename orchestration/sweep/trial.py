@@ -68,12 +68,6 @@ class TrialPlan:
     experiment: str = "rrn"
     parent_run_id: str | None = None
 
-    def run_config_of(self, config: Mapping[str, Any]) -> RunConfig:
-        """The RunConfig of the trial Tune handed `config` (grid point + sampled values)."""
-        point = int(config[POINT_KEY])
-        return build_config(self.point_trees[point], dict(config.get(PARAMS_KEY) or {}),
-                            source=f"sweep {self.sweep_name}, grid point {self.point_labels[point]}")
-
     def worker_resources(self) -> dict[str, float]:
         """Per-worker resources as Ray Train spells them (CPU/GPU + custom)."""
         resources = {str(k): float(v) for k, v in self.resources_per_worker.items()}
@@ -213,7 +207,11 @@ def _tracking(plan: TrialPlan, config: Mapping[str, Any], trial_id: str) -> _Tra
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune trial function (see the module docstring for the two executions)."""
     trial_id = tune.get_context().get_trial_id()
-    cfg = plan.run_config_of(config)   # built and validated once per trial
+    point = int(config[POINT_KEY])
+    # The grid point's tree (base + fixed + grid values, splits pinned) plus the values
+    # its study sampled, built and validated once, by rrn_core's one config builder.
+    cfg = build_config(plan.point_trees[point], config.get(PARAMS_KEY),
+                       source=f"sweep {plan.sweep_name}, grid point {plan.point_labels[point]}")
     tracking = _tracking(plan, config, trial_id)
     if plan.execution == "direct":
         _train_reporting(cfg, trial_id=trial_id, is_main=True, tracking=tracking,

@@ -45,7 +45,8 @@ def test_each_grid_point_draws_its_own_reproducible_proposals(tmp_path: Path):
     from test_sweep import make_synth, write_space
 
     from orchestration.sweep.prepare import SweepOptions, prepare_sweep
-    from orchestration.sweep.execute import make_searcher
+    from orchestration.sweep.prepare import space_fingerprint
+    from orchestration.sweep.searcher import make_searcher
 
     data = make_synth(tmp_path / "data")
     space = write_space(tmp_path / "s", "seeds", data,
@@ -55,7 +56,7 @@ def test_each_grid_point_draws_its_own_reproducible_proposals(tmp_path: Path):
     prepared = prepare_sweep(space, SweepOptions(), say=lambda m: None)
 
     def proposals() -> dict[int, list[float]]:
-        searcher = make_searcher(prepared)
+        searcher = make_searcher(prepared.resolved.space, prepared.points, space_fingerprint(prepared))
         out: dict[int, list[float]] = {}
         for i in range(searcher.total_trials):
             config = searcher.suggest(f"t{i}")

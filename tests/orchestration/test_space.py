@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from rrn import space_commands
 from orchestration.space import load_space
-from orchestration.sweep.distributions import build_sampler, to_optuna_distributions
+from orchestration.sweep.searcher import build_sampler, make_searcher
 from orchestration.space_schema import SpaceError
 from rrn_core.config import RunConfig
 from rrn_core.methods.rrn import RRNConfig
@@ -138,7 +138,8 @@ def test_inline_base_and_empty_grid(project: Path) -> None:
 
 
 def test_optuna_distributions_match_the_file(project: Path) -> None:
-    dists = to_optuna_distributions(load_space(write_space(project, SPACE)).space.search)
+    resolved = load_space(write_space(project, SPACE))
+    dists = make_searcher(resolved.space, resolved.grid_points()).distributions
     assert dists["method.w_select"] == optuna.distributions.FloatDistribution(0.1, 3.0, log=True)
     assert dists["method.tau_region"] == optuna.distributions.FloatDistribution(0.4, 0.8)
     assert dists["model.aspp_channels"] == optuna.distributions.IntDistribution(8, 32, step=8)
