@@ -178,12 +178,7 @@ def main() -> None:
     runners = {name: Runner(name, args, device) for name in args.methods}
     if args.compare:
         runners[f"rrn@{args.compare}"] = Runner(f"rrn@{args.compare}", args, device, rrn_class_at(args.compare))
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for i in range(args.warmup + args.steps):
-        for name, runner in runners.items():
-            elapsed = runner.step(clock)
-            if i >= args.warmup:
-                times[name].append(elapsed)
+    times = timed_in_turns(runners, args, clock)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     bases = [b for b in ("supervised", "cps") if b in medians]
     print(f"{'method':<16}{'ms/step (median)':>18}" + "".join(f"{'x ' + b:>14}" for b in bases)
@@ -196,6 +191,19 @@ def main() -> None:
         print(row)
 
 
+def timed_in_turns(runners: dict[str, Runner], args: argparse.Namespace,
+                   clock: Callable[[], float]) -> dict[str, list[float]]:
+    """Each runner's step times after the warm-up, the runners taking turns step by step,
+    so that a slow phase of the machine hits every row alike."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(args.warmup + args.steps):
+        for name, runner in runners.items():
+            elapsed = runner.step(clock)
+            if i >= args.warmup:
+                times[name].append(elapsed)
+    return times
+
+
 def per_backbone(args: argparse.Namespace, device: torch.device, clock: Callable[[], float]) -> None:
     """Rows `method backbone` (+ `method resnet50c@REV` with --old-resnet), timed in turns."""
     runners: dict[str, Runner] = {}
@@ -205,12 +213,7 @@ def per_backbone(args: argparse.Namespace, device: torch.device, clock: Callable
             if args.old_resnet and backbone == "resnet50c":
                 runners[f"{method} {backbone}@{args.old_resnet}"] = Runner(
                     method, args, device, backbone=backbone, old_resnet=args.old_resnet)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for i in range(args.warmup + args.steps):
-        for name, runner in runners.items():
-            elapsed = runner.step(clock)
-            if i >= args.warmup:
-                times[name].append(elapsed)
+    times = timed_in_turns(runners, args, clock)
     first = args.backbones[0]
     print(f"{'row':<44}{'ms/step (median)':>18}{'x ' + first:>22}{'x timm (paired)':>18}")
     for name, ts in times.items():

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-import yaml
 from pydantic import ValidationError
 
 from orchestration.names import ENV_STORAGE_ENDPOINT, ENV_STORAGE_PATH, ENV_TRACKING_URI, GRID_ONLY
@@ -29,7 +28,7 @@ from orchestration.storage import filesystems
 from rrn_core.config import InvalidFields, RunConfig, build_config
 from rrn_core.field_messages import field_message
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
-from rrn_core.yaml_files import YamlLimitError, read_yaml_file
+from rrn_core.yaml_files import read_mapping
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
@@ -152,21 +151,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpaceError(f"{path}: {what} not found")
-    try:
-        tree = read_yaml_file(path)
-    except YamlLimitError as err:
-        raise SpaceError(f"{path}: refused: {err}") from None
-    except yaml.YAMLError as err:
-        raise SpaceError(f"{path}: not valid YAML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpaceError(f"{path}: cannot read {what}: {err}") from None
-    if tree is None:
-        tree = {}
-    if not isinstance(tree, dict):
-        raise SpaceError(f"{path}: top level must be a mapping, got {type(tree).__name__}")
-    return tree
+    return read_mapping(path, what, SpaceError)
 
 
 def _attribute(loc: str, sections: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, Any]]:

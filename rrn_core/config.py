@@ -21,7 +21,7 @@ from rrn_core.constants import METHOD_NAME_KEY
 from rrn_core.field_messages import field_message
 from rrn_core.methods.table import DEFAULT_METHOD, METHODS, MethodConfig, default_method_config
 from rrn_core.paths import resolve_dotted_paths, resolve_tree_paths
-from rrn_core.yaml_files import YamlLimitError, load_yaml, read_yaml_file
+from rrn_core.yaml_files import YamlLimitError, load_yaml, read_mapping
 from rrn_core.config_sections import (ConfigError, DataConfig, EvalConfig, ModelConfig, OptimConfig, RuntimeConfig,
                                       StrictModel)
 
@@ -160,18 +160,7 @@ def rebase_method(tree: dict[str, Any], name: Any) -> None:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """A run config file; its relative paths (data.root, ...) resolve against its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        tree = read_yaml_file(path) or {}
-    except YamlLimitError as err:
-        raise ConfigError(f"{path}: refused: {err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read config file: {err}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    tree = read_mapping(path, "config file", ConfigError)
     return build_config(tree, overrides, source=str(path), base_dir=path.resolve().parent)
 
 

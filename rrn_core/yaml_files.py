@@ -59,6 +59,27 @@ def read_yaml_file(path: Path) -> Any:
     return load_yaml(raw.decode("utf-8"))
 
 
+def read_mapping(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:
+    """The YAML mapping at `path` (an empty file is {}); every way it can fail is one
+    `error` naming the file: missing, unreadable, refused by the limits above, not
+    YAML, or not a mapping at the top level."""
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+    try:
+        tree = read_yaml_file(path)
+    except YamlLimitError as err:
+        raise error(f"{path}: refused: {err}") from None
+    except yaml.YAMLError as err:
+        raise error(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read {what}: {err}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise error(f"{path}: top level must be a mapping, got {type(tree).__name__}")
+    return tree
+
+
 def _check_expansion(root: yaml.Node) -> None:
     """Count the values `root` expands to; raise past the limit or on a recursive alias."""
     sizes: dict[int, int] = {}
