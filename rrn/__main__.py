@@ -1,3 +1,5 @@
+"""`python -m rrn`: the same CLI as the `rrn` command."""
+
 from rrn.cli import main
 
 main()
