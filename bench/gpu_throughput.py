@@ -59,11 +59,12 @@ def bench_config(args: argparse.Namespace, method: str) -> RunConfig:
         "data.batch_size": args.batch, "data.unlabeled_batch_size": args.batch,
         "method.name": method, "model.pretrained": None,
         "model.backbone": args.backbone, "runtime.device": args.device}
-    if method == "rrn":
+    has_critics = METHODS[method].num_critics > 0
+    if has_critics:
         overrides["method.warmup_epochs"] = 0   # time the full step, selection terms included
     if args.tiny:
         overrides.update(TINY)
-        if method == "rrn":
+        if has_critics:
             overrides.update(TINY_CRITICS)
     return load_config(REPO / "configs" / "voc.yaml", overrides)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 #: Every method, in the order of `rrn_core.methods.table.METHODS` (checked there).
 #: A list so a test can register a throwaway method in place and remove it again.
-METHOD_NAMES: list[str] = ["supervised", "cps", "fixmatch", "rrn"]
+METHOD_NAMES: list[str] = ["supervised", "cps", "fixmatch", "rrn", "rrn_release"]
 
 
 def methods_text() -> str:

@@ -29,7 +29,8 @@ from rrn_core.methods.cps import CPSConfig, CPSTerms, cps_terms
 from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss, effective_region_fraction,
                                      feature_matching_loss, linear_rampup, local_selection_loss, one_hot,
                                      per_region_ce, region_accuracy_bce, region_agreement, region_reliability,
-                                     region_scores_to_pixels, threshold_regions, top_fraction_regions)
+                                     region_scores_to_pixels, share_weight, threshold_regions,
+                                     top_fraction_regions)
 from rrn_core.methods.signals import (critic_auroc, loss_shares, pseudo_label_accuracy, region_accuracy,
                                       selection_disagreement)
 from rrn_core.models.discriminator import DiscriminatorConfig, build_discriminator
@@ -115,6 +116,12 @@ class RRNConfig(CPSConfig):
     # valid pixel (ours; a few kept regions then weigh little). See local_selection_loss.
     select_per: Literal["kept", "valid"] = "kept"
     drl_rampup: float = Field(0.3, gt=0.0, le=1.0)
+    # How the pseudo-label terms (cps, select, cross) are weighted: "added" (the
+    # release): each on top of CPS's, so RRN trains with about (w_cps + 2 w_select) /
+    # w_cps times CPS's unlabeled loss; "shared" (ours): they share CPS's weight w_cps
+    # in proportion to their weights (losses.share_weight), so RRN's terms change which
+    # pseudo-labels a pixel learns from, not how much unlabeled loss there is.
+    pseudo_label_weight: Literal["added", "shared"] = "shared"
     # Region weights of the dynamic region-loss correction (both ours):
     # "agreement": w_r = a_r * s_r(D1) * s_r(D2), one weight for both directions;
     # "teacher": the loss of branch k on branch j's pseudo-labels is weighted by
@@ -207,9 +214,8 @@ class RRN(Method):
 
         ramp = unsup_weight(self.mcfg, ctx)
         scalars["unsup_ramp"] = torch.tensor(ramp)
-        terms: dict[str, Tensor] = {}   # each unlabeled term as it enters the loss (before the ramp)
+        pseudo_terms: dict[str, Tensor] = {}   # CE terms against pseudo-labels, unweighted
         cross_sup = t.cps
-        unsup = x_l.new_zeros(())
         if self_training:
             if mc.drl:
                 drl_share = min(1.0, mc.w_drl * linear_rampup(ctx.progress, mc.drl_rampup))
@@ -224,17 +230,20 @@ class RRN(Method):
                          for k in (0, 1))
             scalars["loss_select"] = select.detach()
             scalars["select_vs_cps_disagree"] = selection_disagreement(t.pseudo, keep, valid)
-            terms["select"] = mc.w_select * select
-            unsup = unsup + mc.w_select * select
+            pseudo_terms["select"] = select
             if other is not None:
                 both = [region_scores_to_pixels(trusted_own[k] & self.trusted(other[k]), size) for k in (0, 1)]
                 cross = sum(local_selection_loss(t.logits_mixed[k], t.pseudo[k], both[k], mc.select_per)
                             for k in (0, 1))
                 scalars["loss_cross"] = cross.detach()
-                terms["cross"] = mc.w_select * cross
-                unsup = unsup + mc.w_select * cross
-        terms["cps"] = mc.w_cps * cross_sup
-        unsup = unsup + mc.w_cps * cross_sup
+                pseudo_terms["cross"] = cross
+        pseudo_terms["cps"] = cross_sup
+        term_weights = {"cps": mc.w_cps, "select": mc.w_select, "cross": mc.w_select}
+        if mc.pseudo_label_weight == "shared":
+            terms = share_weight(pseudo_terms, term_weights, mc.w_cps)
+        else:
+            terms = {name: term_weights[name] * term for name, term in pseudo_terms.items()}
+        unsup = sum(terms.values(), x_l.new_zeros(()))
 
         # Step 7: feature matching through frozen critics.
         real = one_hot(y_l, num_classes)

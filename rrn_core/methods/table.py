@@ -19,6 +19,7 @@ from rrn_core.methods.cps import CPS
 from rrn_core.methods.fixmatch import FixMatch
 from rrn_core.method_names import METHOD_NAMES
 from rrn_core.methods.rrn import RRN
+from rrn_core.methods.rrn_release import RRNRelease
 from rrn_core.methods.supervised import Supervised
 
 METHODS: dict[str, type[Method]] = {
@@ -26,6 +27,7 @@ METHODS: dict[str, type[Method]] = {
     "cps": CPS,
     "fixmatch": FixMatch,
     "rrn": RRN,
+    "rrn_release": RRNRelease,
 }
 if list(METHODS) != METHOD_NAMES:
     raise ImportError(f"rrn_core/method_names.py lists {METHOD_NAMES}, the methods table "

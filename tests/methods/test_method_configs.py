@@ -107,3 +107,20 @@ def test_shipped_configs_and_spaces_are_method_scoped() -> None:
         for point in resolved.grid_points():
             cfg = resolved.trial_config(point, {})
             assert type(cfg.method) is method_class(cfg.method.name).config_model
+
+
+def test_rrn_release_preset_keeps_the_release_choices_and_rrn_ours() -> None:
+    """`rrn_release` is RRN with the release's settings by default, also when a config
+    gives other critic fields (a `discriminator:` section must not reset the objective)."""
+    tree = {"data": {"root": "unused", "num_classes": 3},
+            "method": {"name": "rrn_release", "discriminator": {"regions_per_side": 2}}}
+    release = build_config(tree).method
+    assert isinstance(release, RRNConfig)
+    assert (release.select_per, release.pseudo_label_weight, release.discriminator.objective) == \
+        ("kept", "added", "adversarial")
+    assert release.discriminator.regions_per_side == 2
+    ours = build_config({**tree, "method": {"name": "rrn", "discriminator": {"regions_per_side": 2}}}).method
+    assert (ours.pseudo_label_weight, ours.discriminator.objective) == ("shared", "accuracy")
+    # the shared fields are RRN's: every other default is the same
+    same = set(RRNConfig.model_fields) - {"name", "select_per", "pseudo_label_weight", "discriminator"}
+    assert {k: getattr(release, k) for k in same} == {k: getattr(ours, k) for k in same}
