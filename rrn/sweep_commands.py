@@ -98,7 +98,9 @@ def _print_outcome(outcome: Any) -> None:
             state = "done" if t.fully_trained else "stopped early"
         else:
             state = "error" if t.status == "ERROR" else f"unfinished ({t.status.lower()})"
-        if t.last.get(RESULT_STILL_IMPROVING) == 1.0:
+        # the siblings' verdict where the summary judged one (as `rrn report`), else the trial's own
+        improving = outcome.still_improving.get(t.trial_id, t.last.get(RESULT_STILL_IMPROVING) == 1.0)
+        if improving:
             state += ", STILL IMPROVING"
         bad = bool(t.last.get(RESULT_COLLAPSED))
         collapsed += bad

@@ -124,7 +124,7 @@ def execute(prepared: PreparedSweep, options: SweepOptions, say: Say = print) ->
             if tracker.parent_run_id is not None:
                 lines = tracker.log_summary()
                 if outcome is not None:
-                    outcome.evidence = lines
+                    outcome.evidence, outcome.still_improving = lines, tracker.judged
         except Exception as err:  # noqa: BLE001 - a summary must not mask the sweep's own error
             log.warning("could not log the sweep summary: %s", err)
         finally:

@@ -71,6 +71,8 @@ class SweepOutcome:
     split_hashes: dict[str, str]
     status: str                          # FINISHED | FAILED | KILLED
     evidence: list[str] = field(default_factory=list)  # the report's verdict lines (report/verdicts.py)
+    #: trial id -> still improving at the end, judged against its siblings (the report's verdict)
+    still_improving: dict[str, bool | None] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[TrialOutcome]:

@@ -29,12 +29,13 @@ from orchestration.names import (CONFIG_ARTIFACT, METRIC_MIOU, ROLE_SWEEP, TAG_B
                                  TAG_COLLAPSED_COUNT, TAG_DATASET_HASH, TAG_GIT_COMMIT,
                                  TAG_GIT_COMMIT_MLFLOW, TAG_GRID_KEYS, TAG_METRIC, TAG_MODE, TAG_NOTE,
                                  TAG_ROLE, TAG_RUN_COLOR, TAG_SEARCH_KEYS, TAG_SPACE,
-                                 TAG_SPLIT_HASH_PREFIX, TAG_STILL_IMPROVING, TAG_SWEEP, TAG_TRIAL_COUNT)
+                                 TAG_SPLIT_HASH_PREFIX, TAG_STILL_IMPROVING, TAG_SWEEP, TAG_TRIAL_COUNT,
+                                 TAG_CONVERGENCE)
 from orchestration.report.table import best_trials, group_file_stem, overall_best, summarize_run
 from orchestration.report.verdicts import sweep_evidence
 from orchestration.report.formats import collapse_note, group_display, to_markdown
 from orchestration.storage.filesystems import redact, redact_text
-from orchestration.tracking.mlflow_calls import (log_params_once, set_tags, now_ms, reopen_run,
+from orchestration.tracking.mlflow_calls import (log_params_once, set_tags, now_ms, reopen_run, tag_value,
                                                  sanitize_key_path, grid_searched, spec_text)
 from orchestration.tracking.store import (child_runs, ensure_experiment, find_runs_by_tags, open_client,
                                           resolve_tracking_uri)
@@ -66,6 +67,8 @@ class SweepTracker:
         self.client = open_client(self.tracking_uri)
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
+        #: trial id -> still improving, judged against its siblings by log_summary()
+        self.judged: dict[str, bool | None] = {}
 
     def start(self, space: ResolvedSpace, *, git_commit: str | None, dataset_hash: str | None,
               split_hashes: dict[str, str], resume: bool) -> str:
@@ -153,6 +156,7 @@ class SweepTracker:
             raise RuntimeError("SweepTracker.log_summary() before start()")
         parent = self.client.get_run(self.parent_run_id)
         df = summarize_run(self.client, parent)
+        self.judged = self._retag_convergence(df)
         mode = parent.data.tags.get(TAG_MODE, "max")
         with tempfile.TemporaryDirectory(prefix="rrn-summary-") as tmp:
             out = Path(tmp)
@@ -183,6 +187,23 @@ class SweepTracker:
             set_tags(self.client, self.parent_run_id,
                      {TAG_BEST_TRIAL: top["trial_id"], TAG_BEST_RUN: top["run_id"]})
         return lines
+
+    def _retag_convergence(self, df: pd.DataFrame) -> dict[str, bool | None]:
+        """Each trial's convergence as judged against its siblings' noise (the report's
+        verdict) replaces the one it tagged alone at its end, so that the runs view, the
+        console and `rrn report` mark the same trials; returns trial id -> still improving."""
+        import pandas as pd
+
+        judged: dict[str, bool | None] = {}
+        if df.empty or "still_improving" not in df:
+            return judged
+        for _, row in df.iterrows():
+            flag = None if pd.isna(row["still_improving"]) else bool(row["still_improving"])
+            judged[str(row["trial_id"])] = flag
+            set_tags(self.client, row["run_id"], {
+                TAG_STILL_IMPROVING: {True: "true", False: "false", None: "unknown"}[flag],
+                TAG_CONVERGENCE: tag_value(row.get("convergence") or "")})
+        return judged
 
     def _describe(self, df: pd.DataFrame) -> list[str]:
         """The method x labels table as the parent run's description (its Overview page)
