@@ -121,9 +121,12 @@ def print_verdicts(by_label: dict[str, list[dict]]) -> None:
     values = {(label, "same"): {r["seed"]: r["miou"] for r in group} for label, group in by_label.items()}
     order = list(by_label)
     variants = {r["label"]: r["method"] for g in by_label.values() for r in g if r.get("variant")}
+    # the row label of each method at the ratio ("rrn" -> "rrn @ 1/8"), the ceiling aside
+    method_rows = {r["method"]: r["label"] for g in by_label.values() for r in g
+                   if not r.get("variant") and r["ratio"] is not None}
     for c in compare_all(values, order):
         a, b = c.method, c.baseline
-        if a in variants and b not in (variants[a], "cps") or b in variants:
+        if b in variants or a in variants and b not in (method_rows.get(variants[a]), method_rows.get("cps")):
             continue
         if CEILING in (a, b):
             continue
