@@ -112,9 +112,9 @@ class RRNConfig(CPSConfig):
     # critics whose scores for every prediction collapse below any fixed tau.
     region_rule: Literal["threshold", "top_fraction"] = "threshold"
     keep_fraction: float = Field(0.5, gt=0.0, le=1.0)
-    # Normaliser of the selection terms: the kept pixel count (the release) or every
-    # valid pixel (ours; a few kept regions then weigh little). See local_selection_loss.
-    select_per: Literal["kept", "valid"] = "kept"
+    # Normaliser of the selection terms: the kept pixel count (the release, rrn_release)
+    # or every valid pixel (ours, the default: a few kept regions then weigh little).
+    select_per: Literal["kept", "valid"] = "valid"
     drl_rampup: float = Field(0.3, gt=0.0, le=1.0)
     # How the pseudo-label terms (cps, select, cross) are weighted: "added" (the
     # release): each on top of CPS's, so RRN trains with about (w_cps + 2 w_select) /
