@@ -77,14 +77,32 @@ def label_efficiency_figure(df: pd.DataFrame, title: str | None = None) -> Any:
     ax.set_xlabel("fraction of training images labeled" if x == "label_ratio"
                   else "labeled images")
     many = not data.empty and bool((data["n"] > 1).any())
+    clipped = _clip_to_metric_range(ax, data)
     ax.set_ylabel("val mIoU, final evaluation\n" + ("(mean, 95 % t interval over seeds; dots: seeds)"
-                                                    if many else "(one seed per point: no interval)"))
+                                                    if many else "(one seed per point: no interval)")
+                  + ("\nintervals cut at 0 and 1, the range of mIoU" if clipped else ""))
     ax.set_title("Label efficiency" + (f" — sweep {sweep}" if sweep else ""))
     ax.grid(True, alpha=0.3)
     if not data.empty:
         ax.legend(title="method", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _clip_to_metric_range(ax: Any, data: pd.DataFrame) -> bool:
+    """Keep the y axis within [0, 1], mIoU's range: a 2-seed t interval (t = 12.7) can
+    reach below 0 or above 1, and an axis drawn to -0.4 reads as if the metric could.
+    Returns whether an interval was cut (the label then says so)."""
+    if data.empty:
+        return False
+    ci = np.nan_to_num(data["ci"].to_numpy(float), nan=0.0)
+    mean = data["mean"].to_numpy(float)
+    low, high = float(np.min(mean - ci)), float(np.max(mean + ci))
+    if low >= 0.0 and high <= 1.0:
+        return False
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(max(0.0, bottom), min(1.0, top))
+    return True
 
 
 def _save_png(fig: Any, path: str | Path) -> None:

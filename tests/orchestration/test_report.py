@@ -385,8 +385,11 @@ def test_group_table_and_figure_say_n_and_draw_the_ceiling():
     # every seed is a dot: the two supervised seeds at 1/8 are drawn where their values are
     dots = [(round(float(x), 2), float(y)) for c in ax.collections for x, y in c.get_offsets()]
     assert (0.12, 0.3) in dots and (0.12, 0.4) in dots
+    # 0.3 and 0.4: a 2-seed t interval of 0.35 ± 0.64 reaches below 0; the axis stays in mIoU's range
+    assert ax.get_ylim()[0] >= 0.0 and ax.get_ylim()[1] <= 1.0 and "cut at 0 and 1" in ax.get_ylabel()
     one_seed = label_efficiency_figure(df[df["seed"] == 0])
     assert "interval" in one_seed.axes[0].get_ylabel() and "no interval" in one_seed.axes[0].get_ylabel()
+    assert "cut at" not in one_seed.axes[0].get_ylabel()
 
 
 def test_report_cli_errors(filled, cli_app, tmp_path):
