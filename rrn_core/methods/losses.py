@@ -188,20 +188,6 @@ def sigmoid_rampup(progress: float, rampup: float) -> float:
     return float(math.exp(-5.0 * (1.0 - max(0.0, progress) / rampup) ** 2))
 
 
-def share_weight(terms: dict[str, Tensor], weights: dict[str, float], budget: float) -> dict[str, Tensor]:
-    """L'_t = budget * w_t L_t / sum_s w_s: weighted terms that share one weight `budget`.
-
-    Terms of the same kind (CE against pseudo-labels) then decide *which* labels each
-    pixel learns from, not *how much* unlabeled loss there is: adding a term moves
-    weight between them instead of adding to the total. With sum_s w_s = 0 every term
-    is 0 (none carries weight).
-    """
-    total = sum(weights[name] for name in terms)
-    if total <= 0:
-        return {name: term * 0.0 for name, term in terms.items()}
-    return {name: term * (budget * weights[name] / total) for name, term in terms.items()}
-
-
 def feature_matching_loss(feat_real: Tensor, feat_fake: Tensor) -> Tensor:
     """L = mean_{f,y,x} | mean_b phi(real)_b - mean_b phi(fake)_b |  (real side detached).
 

@@ -29,8 +29,7 @@ from rrn_core.methods.cps import CPSConfig, CPSTerms, cps_terms
 from rrn_core.methods.losses import (discriminator_bce, dynamic_region_loss, effective_region_fraction,
                                      feature_matching_loss, linear_rampup, local_selection_loss, one_hot,
                                      per_region_ce, region_accuracy_bce, region_agreement, region_reliability,
-                                     region_scores_to_pixels, share_weight, threshold_regions,
-                                     top_fraction_regions)
+                                     region_scores_to_pixels, threshold_regions, top_fraction_regions)
 from rrn_core.methods.signals import (critic_auroc, loss_shares, pseudo_label_accuracy, region_accuracy,
                                       selection_disagreement)
 from rrn_core.models.discriminator import DiscriminatorConfig, build_discriminator
@@ -119,7 +118,7 @@ class RRNConfig(CPSConfig):
     # How the pseudo-label terms (cps, select, cross) are weighted: "added" (the
     # release): each on top of CPS's, so RRN trains with about (w_cps + 2 w_select) /
     # w_cps times CPS's unlabeled loss; "shared" (ours): they share CPS's weight w_cps
-    # in proportion to their weights (losses.share_weight), so RRN's terms change which
+    # in proportion to their weights (formula in RRN.forward), so RRN's terms change which
     # pseudo-labels a pixel learns from, not how much unlabeled loss there is.
     pseudo_label_weight: Literal["added", "shared"] = "shared"
     # Region weights of the dynamic region-loss correction (both ours):
@@ -239,10 +238,11 @@ class RRN(Method):
                 pseudo_terms["cross"] = cross
         pseudo_terms["cps"] = cross_sup
         term_weights = {"cps": mc.w_cps, "select": mc.w_select, "cross": mc.w_select}
-        if mc.pseudo_label_weight == "shared":
-            terms = share_weight(pseudo_terms, term_weights, mc.w_cps)
-        else:
-            terms = {name: term_weights[name] * term for name, term in pseudo_terms.items()}
+        # shared (ours): L'_t = w_cps * w_t L_t / sum_s w_s over the terms present, so they
+        # split CPS's one weight; added (the release): L'_t = w_t L_t.
+        total = sum(term_weights[name] for name in pseudo_terms)
+        scale = (mc.w_cps / total if total > 0 else 0.0) if mc.pseudo_label_weight == "shared" else 1.0
+        terms = {name: (scale * term_weights[name]) * term for name, term in pseudo_terms.items()}
         unsup = sum(terms.values(), x_l.new_zeros(()))
 
         # Step 7: feature matching through frozen critics.

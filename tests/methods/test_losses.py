@@ -15,7 +15,7 @@ from rrn_core.methods.losses import (ce_loss, confidence_masked_ce, cps_loss, di
                                      dynamic_region_loss, effective_region_fraction, feature_matching_loss,
                                      linear_rampup, local_selection_loss, one_hot, per_pixel_ce,
                                      per_region_ce, region_accuracy_bce, region_agreement, region_mean,
-                                     region_reliability, region_scores_to_pixels, share_weight, sigmoid_rampup,
+                                     region_reliability, region_scores_to_pixels, sigmoid_rampup,
                                      threshold_regions, top_fraction_regions)
 
 LN3 = math.log(3.0)
@@ -161,22 +161,6 @@ def test_per_region_ce() -> None:
     target = labels([[0, 0, 1, 255], [1, 1, 255, 255]])
     expected = torch.tensor([[[(LOG2 + LOG4_3) / 2, LOG4_3], [(LOG4 + LOG2) / 2, 0.0]]])
     assert torch.allclose(per_region_ce(logits, target, 2), expected, atol=1e-6)
-
-
-def test_share_weight_moves_weight_between_terms_and_keeps_the_total() -> None:
-    terms = {"cps": torch.tensor(0.6), "select": torch.tensor(0.3), "cross": torch.tensor(0.9)}
-    weights = {"cps": 1.0, "select": 1.0, "cross": 1.0}
-    # budget 1 over weights 1+1+1: each term counts a third
-    shared = share_weight(terms, weights, budget=1.0)
-    assert {k: v.item() for k, v in shared.items()} == pytest.approx({"cps": 0.2, "select": 0.1, "cross": 0.3})
-    # weights 2 : 1 : 1 with budget 2: 2*2/4 = 1, 2*1/4 = 0.5
-    shared = share_weight(terms, {"cps": 2.0, "select": 1.0, "cross": 1.0}, budget=2.0)
-    assert {k: v.item() for k, v in shared.items()} == pytest.approx({"cps": 0.6, "select": 0.15, "cross": 0.45})
-    # only the terms present share the budget: CPS alone keeps its whole weight
-    assert share_weight({"cps": torch.tensor(0.6)}, weights, budget=1.0)["cps"].item() == pytest.approx(0.6)
-    # no weight anywhere: nothing is trained, rather than a division by zero
-    none = share_weight(terms, {"cps": 0.0, "select": 0.0, "cross": 0.0}, budget=1.0)
-    assert all(v.item() == 0.0 for v in none.values())
 
 
 def test_dynamic_region_loss() -> None:

@@ -151,7 +151,7 @@ def test_self_training_terms_wait_for_warmup() -> None:
 def test_rrn_loss_is_its_terms_weighted_as_documented(weighting: str) -> None:
     """added (the release): sup + ramp (w_cps L_drl + w_select (L_sel + L_cross) + w_fm L_fm);
     shared (ours): the three pseudo-label terms share w_cps in proportion to their weights."""
-    fields = {"w_cps": 1.0, "w_select": 0.5, "w_fm": 0.1, "tau_region": 0.0, "pseudo_label_weight": weighting}
+    fields = {"w_cps": 2.0, "w_select": 0.5, "w_fm": 0.1, "tau_region": 0.0, "pseudo_label_weight": weighting}
     s = _rrn_scalars(**fields)
     cfg = tiny_config("rrn", **fields)
     torch.manual_seed(0)
@@ -159,9 +159,9 @@ def test_rrn_loss_is_its_terms_weighted_as_documented(weighting: str) -> None:
     drl, sel, cross, fm = s["loss_drl"], s["loss_select"], s["loss_cross"], s["loss_fm"]
     assert sel > 0 and cross > 0
     if weighting == "added":
-        pseudo = 1.0 * drl + 0.5 * (sel + cross)
-    else:
-        pseudo = 1.0 * (1.0 * drl + 0.5 * sel + 0.5 * cross) / (1.0 + 0.5 + 0.5)
+        pseudo = 2.0 * drl + 0.5 * (sel + cross)
+    else:   # L'_t = w_cps * w_t L_t / sum_s w_s: the three terms split w_cps = 2
+        pseudo = 2.0 * (2.0 * drl + 0.5 * sel + 0.5 * cross) / (2.0 + 0.5 + 0.5)
     expected = s["loss_sup"] + s["unsup_ramp"] * (pseudo + 0.1 * fm)
     assert float(out.loss) == pytest.approx(expected, rel=1e-5)
 
