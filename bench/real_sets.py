@@ -98,7 +98,7 @@ def digits_canvas(pool: np.ndarray, targets: np.ndarray, rng: np.random.Generato
     return canvas + rng.normal(0, 0.04, canvas.shape), label
 
 
-def photo_canvas(pool: np.ndarray, targets: np.ndarray, backgrounds: list[np.ndarray],
+def photo_canvas(pool: np.ndarray, backgrounds: list[np.ndarray],
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     h, w = int(rng.integers(36, 61)), int(rng.integers(36, 61))
     photo = backgrounds[int(rng.integers(len(backgrounds)))]
@@ -141,7 +141,7 @@ def build(out: Path, name: str, seed: int = 0) -> Path:
             if name == "digits":
                 canvas, label = digits_canvas(images[pool], targets[pool], rng)
             else:
-                canvas, label = photo_canvas(images[pool], targets[pool], backgrounds, rng)
+                canvas, label = photo_canvas(images[pool], backgrounds, rng)
             sample_id = f"{split}_{i:04d}"
             buf = io.BytesIO()
             Image.fromarray((np.clip(canvas, 0, 1) * 255).astype(np.uint8), "L").save(buf, "JPEG", quality=90)

@@ -150,10 +150,6 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    return read_mapping(path, what, SpaceError)
-
-
 def _attribute(loc: str, sections: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, Any]]:
     """The space entries that set the failing field (most specific section first)."""
     hits = []
@@ -258,7 +254,7 @@ def _sampler_params(sampler: str) -> set[str]:
 def load_space(path: str | Path) -> ResolvedSpace:
     """Read and validate a search-space file; nothing runs until all of it is sound."""
     path = Path(path)
-    tree = _read_yaml(path, "search-space file")
+    tree = read_mapping(path, "search-space file", SpaceError)
     try:
         space = SweepSpace.model_validate(tree)
     except ValidationError as err:
@@ -271,7 +267,7 @@ def load_space(path: str | Path) -> ResolvedSpace:
         if not base_path.is_file():
             raise SpaceError(f"{path}: base_config: {base_path} not found "
                              f"(paths are relative to the space file)")
-        base = _read_yaml(base_path, "base config")
+        base = read_mapping(base_path, "base config", SpaceError)
     else:
         base = dict(space.base or {})
     # Relative input paths: against the base config's folder (inline base and the
